@@ -129,7 +129,9 @@ pub fn catch_panic<T>(what: &str, call: impl FnOnce() -> Result<T, String>) -> R
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_string());
-            RResult::RErr(RString::from(format!("plugin panicked in {what}: {detail}")))
+            RResult::RErr(RString::from(format!(
+                "plugin panicked in {what}: {detail}"
+            )))
         }
     }
 }
@@ -160,6 +162,9 @@ macro_rules! __root_module_symbol {
 mod tests {
     #[test]
     fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(__root_module_symbol!(), abi_stable::library::ROOT_MODULE_LOADER_NAME);
+        assert_eq!(
+            __root_module_symbol!(),
+            abi_stable::library::ROOT_MODULE_LOADER_NAME
+        );
     }
 }

@@ -176,7 +176,8 @@ impl<T: Objective> ObjectiveState for ObjectiveAdapter<T> {
 
     fn needs(&self) -> ObjectiveNeeds {
         // A panic here cannot be reported as an error; asking for nothing is the safe answer.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.needs())).unwrap_or_default()
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.needs()))
+            .unwrap_or_default()
     }
 }
 

@@ -83,7 +83,12 @@ impl ParamSpec {
             doc: RStr::from_str(doc),
         }
     }
-    const fn new(name: &'static str, ty: ParamType, default: ParamDefault, doc: &'static str) -> Self {
+    const fn new(
+        name: &'static str,
+        ty: ParamType,
+        default: ParamDefault,
+        doc: &'static str,
+    ) -> Self {
         Self {
             name: RStr::from_str(name),
             ty,
@@ -173,7 +178,9 @@ impl<'a> Params<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(ParamValue::Int(v)) => Ok(Some(*v)),
-            Some(other) => Err(format!("parameter `{name}` must be an integer, got {other}")),
+            Some(other) => Err(format!(
+                "parameter `{name}` must be an integer, got {other}"
+            )),
         }
     }
 

@@ -15,7 +15,8 @@ const ALPHA_NLL_LIMIT: f64 = 1e-8;
 
 impl PointwiseObjective for GeneralFamily {
     const NAME: &'static str = "general_family";
-    const DESCRIPTION: &'static str = "-p^alpha family: alpha > 0 prior-leaning, alpha -> 0 is NLL, alpha < 0 prior-averse";
+    const DESCRIPTION: &'static str =
+        "-p^alpha family: alpha > 0 prior-leaning, alpha -> 0 is NLL, alpha < 0 prior-averse";
     const FORMULA: &'static str = "f(p) = (1 - p^alpha) / alpha";
     const PARAMS: &'static [ParamSpec] = &[ParamSpec::float(
         "alpha",
@@ -52,16 +53,26 @@ mod tests {
     use plugin_api::{ParamEntry, ParamValue};
 
     fn alpha(a: f64) -> Vec<ParamEntry> {
-        vec![ParamEntry { name: "alpha".into(), value: ParamValue::Float(a) }]
+        vec![ParamEntry {
+            name: "alpha".into(),
+            value: ParamValue::Float(a),
+        }]
     }
 
     #[test]
     fn matches_closed_form_on_41_points() {
         for a in [1.0, 0.5, 2.0, 10.0, -0.5] {
-            for point in tabulate::<Pointwise<super::GeneralFamily>>(&alpha(a), &grid(41)).unwrap() {
+            for point in tabulate::<Pointwise<super::GeneralFamily>>(&alpha(a), &grid(41)).unwrap()
+            {
                 let p = point.p;
-                assert!(close(point.loss as f64, (1.0 - p.powf(a)) / a, 1e-5), "alpha {a}: {point:?}");
-                assert!(close(point.weight as f64, p.powf(a), 1e-5), "alpha {a}: {point:?}");
+                assert!(
+                    close(point.loss as f64, (1.0 - p.powf(a)) / a, 1e-5),
+                    "alpha {a}: {point:?}"
+                );
+                assert!(
+                    close(point.weight as f64, p.powf(a), 1e-5),
+                    "alpha {a}: {point:?}"
+                );
             }
         }
     }

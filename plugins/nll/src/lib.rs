@@ -6,7 +6,8 @@ pub struct Nll;
 
 impl PointwiseObjective for Nll {
     const NAME: &'static str = "nll";
-    const DESCRIPTION: &'static str = "negative log-likelihood; every token weighted equally (wins when the base model is weak)";
+    const DESCRIPTION: &'static str =
+        "negative log-likelihood; every token weighted equally (wins when the base model is weak)";
     const FORMULA: &'static str = "f(p) = -log p";
 
     fn from_params(_: &Params) -> Result<Self, String> {

@@ -1,0 +1,146 @@
+//! Saving a model as a Hugging Face checkpoint directory, atomically.
+//!
+//! Owns the on-disk layout of what the trainer writes: `config.json` (the original JSON, its
+//! `dtype`/`torch_dtype` set to `float32` since that is what was trained), `model.safetensors`
+//! (Hugging Face tensor names; a tied model writes no `lm_head.weight`), and copies of the
+//! tokenizer and generation files of the directory the model was loaded from. The directory
+//! is built as `<dir>.tmp-<pid>` and renamed into place, so a reader never sees half a
+//! checkpoint. Loading back is [`Model::load`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Tensor};
+use serde_json::Value;
+
+use crate::model::Model;
+use crate::weights;
+
+/// Files copied from the source directory when present.
+pub const COPIED_FILES: &[&str] = &[
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+];
+
+/// Saves `model` as a Hugging Face checkpoint in `dir` (replacing an existing one).
+pub fn save(model: &Model, dir: impl AsRef<Path>) -> Result<()> {
+    save_with(model, dir, |_| Ok(()))
+}
+
+/// Like [`save`], and lets `extra` write more files (optimizer state, trainer state, ...) into
+/// the directory before it is moved into place.
+pub fn save_with(
+    model: &Model,
+    dir: impl AsRef<Path>,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
+    write_dir_atomically(dir.as_ref(), |tmp| {
+        write_config(model, &tmp.join("config.json"))?;
+        write_weights(model, &tmp.join(weights::SINGLE_FILE))?;
+        for name in COPIED_FILES {
+            let src = model.source_dir().join(name);
+            if src.is_file() {
+                std::fs::copy(&src, tmp.join(name)).with_context(|| {
+                    format!("cannot copy {} into the checkpoint", src.display())
+                })?;
+            }
+        }
+        extra(tmp)
+    })
+}
+
+/// The original `config.json`, with its dtype key saying float32.
+fn write_config(model: &Model, path: &Path) -> Result<()> {
+    let mut raw = model.config().raw.clone();
+    let Some(obj) = raw.as_object_mut() else {
+        bail!("model config is not a JSON object")
+    };
+    // Keep the layout the file had: transformers 5 writes `dtype`, older ones `torch_dtype`.
+    let mut keys: Vec<&str> = ["dtype", "torch_dtype"]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .collect();
+    if keys.is_empty() {
+        keys.push(if obj.contains_key("rope_parameters") {
+            "dtype"
+        } else {
+            "torch_dtype"
+        });
+    }
+    for key in keys {
+        obj.insert(key.to_string(), Value::String("float32".to_string()));
+    }
+    let text = serde_json::to_string_pretty(&raw)? + "\n";
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Every parameter once, in float32, under its Hugging Face name.
+fn write_weights(model: &Model, path: &Path) -> Result<()> {
+    let tensors = model
+        .params()
+        .iter()
+        .map(|(name, var)| Ok((name.clone(), var.as_tensor().detach().to_dtype(DType::F32)?)))
+        .collect::<Result<Vec<(String, Tensor)>>>()?;
+    weights::write_safetensors(path, &tensors, &[])
+}
+
+/// Builds a directory at `<dir>.tmp-<pid>` with `fill`, then moves it to `dir`. An existing
+/// `dir` is first renamed aside to `<dir>.old-<pid>` and removed only once the new one is in
+/// place; on failure the temporary directory is removed and the old one restored.
+pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let tmp = sibling(dir, "tmp")?;
+    let old = sibling(dir, "old")?;
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+
+    if let Err(e) = fill(&tmp) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e.context(format!("writing checkpoint {}", dir.display())));
+    }
+
+    let replacing = dir.exists();
+    if replacing {
+        if old.exists() {
+            std::fs::remove_dir_all(&old)
+                .with_context(|| format!("cannot remove stale {}", old.display()))?;
+        }
+        std::fs::rename(dir, &old)
+            .with_context(|| format!("cannot move the existing {} aside", dir.display()))?;
+    }
+    if let Err(e) = std::fs::rename(&tmp, dir) {
+        if replacing {
+            let _ = std::fs::rename(&old, dir);
+        }
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(anyhow::Error::new(e).context(format!(
+            "cannot move {} to {}",
+            tmp.display(),
+            dir.display()
+        )));
+    }
+    if replacing {
+        std::fs::remove_dir_all(&old)
+            .with_context(|| format!("cannot remove the replaced {}", old.display()))?;
+    }
+    Ok(())
+}
+
+/// `<dir>.<tag>-<pid>`, next to `dir`.
+fn sibling(dir: &Path, tag: &str) -> Result<PathBuf> {
+    let Some(name) = dir.file_name() else {
+        bail!("checkpoint path {} has no final component", dir.display());
+    };
+    let mut name = name.to_os_string();
+    name.push(format!(".{tag}-{}", std::process::id()));
+    Ok(dir.with_file_name(name))
+}

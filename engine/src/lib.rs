@@ -1,0 +1,40 @@
+//! The trainer's tensor engine: the only crate that knows candle.
+//!
+//! Owns everything numeric below the training loop:
+//!
+//! * [`config`]: reading Hugging Face `config.json` (Qwen2, Llama; both hub layouts);
+//! * [`model`]: a differentiable decoder with parameters keyed by Hugging Face names, and the
+//!   per-token log-probabilities (plus entropy / top-1 probability) computed from its logits;
+//! * [`ops`]: the differentiable building blocks (RMSNorm, rope, softmax, ...);
+//! * [`optim`]: named gradients, global-norm clipping and AdamW, matching PyTorch;
+//! * [`checkpoint`]: atomic saving in the Hugging Face layout;
+//! * [`weights`]: safetensors reading (single file or sharded) and writing.
+//!
+//! A training step, with objective weights `w` computed elsewhere from the log-probabilities:
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use engine::{AdamW, AdamWConfig, Device, Model};
+//! let model = Model::load("tests/fixtures/qwen2-tiny", &Device::Cpu)?;
+//! let mut opt = AdamW::new(AdamWConfig::default());
+//! let ids = engine::pad_batch(&[vec![5, 6, 7, 0]], 0, model.device())?;
+//! let logp = engine::token_logprobs(&model.forward(&ids)?, &ids)?; // [B, T-1]
+//! let w = logp.ones_like()?; // mask · sg(s) / N, from the objective
+//! let mut grads = model.backward(&engine::weighted_nll(&logp, &w)?)?;
+//! let grad_norm = engine::clip_grad_norm(&mut grads, 1.0)?;
+//! opt.step(model.params(), &grads)?;
+//! engine::checkpoint::save(&model, "out/final")?;
+//! # let _ = grad_norm; Ok(()) }
+//! ```
+
+pub mod checkpoint;
+pub mod config;
+pub mod model;
+pub mod ops;
+pub mod optim;
+pub mod weights;
+
+pub use candle_core::{DType, Device, Tensor, Var};
+pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
+pub use model::{pad_batch, token_entropy_and_top1, token_logprobs, weighted_nll, Model};
+pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Grads};

@@ -1,0 +1,422 @@
+//! The differentiable decoder (Qwen2 / Llama) and what is computed from its logits.
+//!
+//! Owns the parameters (one [`Var`] per Hugging Face tensor name; a tied model's embedding is
+//! one `Var` serving as both input embedding and output head), the forward pass over a
+//! right-padded batch, and the per-token quantities the trainer needs: log-probabilities of the
+//! targets (differentiable), and, without gradient, entropy and top-1 probability.
+//!
+//! Right padding needs no attention mask: with a causal mask, real tokens never see the pads
+//! that follow them, and positions are `0..T` in every row.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+
+use crate::config::ModelConfig;
+use crate::ops::{self, Rope};
+use crate::optim::Grads;
+use crate::weights::{self, StoredTensor};
+
+/// A projection `y = x Wᵀ + b`, weights in the Hugging Face `[out, in]` layout.
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Var,
+    bias: Option<Var>,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        ops::linear(
+            x,
+            self.weight.as_tensor(),
+            self.bias.as_ref().map(Var::as_tensor),
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    input_layernorm: Var,
+    self_attn: Attention,
+    post_attention_layernorm: Var,
+    mlp: Mlp,
+}
+
+/// A causal language model whose every parameter is trainable.
+///
+/// Cloning is shallow: a clone shares the parameters (updating one updates both).
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: ModelConfig,
+    /// All parameters, in Hugging Face order, each once (a tied head is not listed again).
+    params: Vec<(String, Var)>,
+    embed_tokens: Var,
+    layers: Vec<Block>,
+    norm: Var,
+    /// The same `Var` as `embed_tokens` when the embeddings are tied.
+    lm_head: Var,
+    rope: Rope,
+    dtype: DType,
+    device: Device,
+    /// The directory the model was loaded from (tokenizer files are copied from here on save).
+    source_dir: PathBuf,
+}
+
+impl Model {
+    /// Loads a Hugging Face directory in float32, the precision the trainer uses.
+    pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Model> {
+        Self::load_with_dtype(dir, device, DType::F32)
+    }
+
+    /// Loads a Hugging Face directory, converting every tensor to `dtype` (F32, BF16 or F16).
+    /// Norms and softmax are computed in float32 whatever `dtype` is, as in transformers.
+    pub fn load_with_dtype(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Model> {
+        let dir = dir.as_ref();
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            bail!("unsupported model dtype {dtype:?} (use f32, bf16 or f16)");
+        }
+        let config = ModelConfig::from_hf_dir(dir)?;
+        let stored = weights::read_model_tensors(dir, device)?;
+        let mut loader = Loader {
+            dir,
+            stored,
+            params: Vec::new(),
+            dtype,
+        };
+
+        let c = &config;
+        let (h, kv_dim, q_dim) = (
+            c.hidden_size,
+            c.num_key_value_heads * c.head_dim,
+            c.num_attention_heads * c.head_dim,
+        );
+        let embed_tokens = loader.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let mut linear =
+                |name: &str, out_dim: usize, in_dim: usize, bias: bool| -> Result<Linear> {
+                    let weight = loader.take(&format!("{p}.{name}.weight"), &[out_dim, in_dim])?;
+                    let bias = match bias {
+                        true => Some(loader.take(&format!("{p}.{name}.bias"), &[out_dim])?),
+                        false => None,
+                    };
+                    Ok(Linear { weight, bias })
+                };
+            let self_attn = Attention {
+                q_proj: linear("self_attn.q_proj", q_dim, h, c.qkv_bias)?,
+                k_proj: linear("self_attn.k_proj", kv_dim, h, c.qkv_bias)?,
+                v_proj: linear("self_attn.v_proj", kv_dim, h, c.qkv_bias)?,
+                o_proj: linear("self_attn.o_proj", h, q_dim, c.o_bias)?,
+            };
+            let mlp = Mlp {
+                gate_proj: linear("mlp.gate_proj", c.intermediate_size, h, c.mlp_bias)?,
+                up_proj: linear("mlp.up_proj", c.intermediate_size, h, c.mlp_bias)?,
+                down_proj: linear("mlp.down_proj", h, c.intermediate_size, c.mlp_bias)?,
+            };
+            // Hugging Face order within a layer: norms after the projections.
+            let input_layernorm = loader.take(&format!("{p}.input_layernorm.weight"), &[h])?;
+            let post_attention_layernorm =
+                loader.take(&format!("{p}.post_attention_layernorm.weight"), &[h])?;
+            layers.push(Block {
+                input_layernorm,
+                self_attn,
+                post_attention_layernorm,
+                mlp,
+            });
+        }
+        let norm = loader.take("model.norm.weight", &[h])?;
+        // A tied checkpoint has no lm_head.weight (transformers ignores one if present).
+        let lm_head = match c.tie_word_embeddings {
+            true => embed_tokens.clone(),
+            false => loader.take("lm_head.weight", &[c.vocab_size, h])?,
+        };
+
+        let rope = match &c.rope_scaling {
+            None => Rope::new(c.head_dim, c.rope_theta),
+            Some(s) => Rope::llama3(
+                c.head_dim,
+                c.rope_theta,
+                s.factor,
+                s.low_freq_factor,
+                s.high_freq_factor,
+                s.original_max_position_embeddings,
+            ),
+        };
+        Ok(Model {
+            params: loader.params,
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            rope,
+            dtype,
+            device: device.clone(),
+            source_dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The directory this model was loaded from.
+    pub fn source_dir(&self) -> &Path {
+        &self.source_dir
+    }
+
+    /// Every parameter once, keyed by its Hugging Face name, in checkpoint order.
+    pub fn params(&self) -> &[(String, Var)] {
+        &self.params
+    }
+
+    /// Number of scalar parameters (a tied matrix counted once).
+    pub fn num_params(&self) -> usize {
+        self.params.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// Logits `[B, T, V]` (float32) for token ids `[B, T]` (u32), right-padded rows allowed.
+    pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (_, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, time]")?;
+        if input_ids.dtype() != DType::U32 {
+            bail!("input_ids must be u32, got {:?}", input_ids.dtype());
+        }
+        if t == 0 {
+            bail!("input_ids must hold at least one position");
+        }
+        let (cos, sin) = self.rope.tables(t, self.dtype, &self.device)?;
+        let mask = ops::causal_mask(t, &self.device)?;
+
+        let mut x = self.embed(input_ids)?;
+        for block in &self.layers {
+            x = self.block_forward(block, &x, &cos, &sin, &mask)?;
+        }
+        let x = ops::rms_norm(&x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
+        let logits = ops::linear(&x, self.lm_head.as_tensor(), None)?;
+        Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// Embedding lookup: `[B, T]` ids -> `[B, T, hidden]`.
+    fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let flat = input_ids.flatten_all()?;
+        let max_id = flat.max(0)?.to_scalar::<u32>()? as usize;
+        if max_id >= self.config.vocab_size {
+            bail!(
+                "token id {max_id} is out of range for vocabulary size {}",
+                self.config.vocab_size
+            );
+        }
+        let x = self.embed_tokens.as_tensor().index_select(&flat, 0)?;
+        Ok(x.reshape((b, t, self.config.hidden_size))?)
+    }
+
+    /// One pre-norm decoder layer: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+    fn block_forward(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let eps = self.config.rms_norm_eps;
+        let h = ops::rms_norm(x, block.input_layernorm.as_tensor(), eps)?;
+        let x = (x + self.attention(&block.self_attn, &h, cos, sin, mask)?)?;
+        let h = ops::rms_norm(&x, block.post_attention_layernorm.as_tensor(), eps)?;
+        let mlp = &block.mlp;
+        let gated = (ops::silu(&mlp.gate_proj.forward(&h)?)? * mlp.up_proj.forward(&h)?)?;
+        Ok((x + mlp.down_proj.forward(&gated)?)?)
+    }
+
+    /// Causal grouped-query self-attention with rope (transformers' eager attention).
+    fn attention(
+        &self,
+        attn: &Attention,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let (b, t, _) = x.dims3()?;
+        let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
+            // [B, T, n·d] -> [B, n, T, d]
+            y.reshape((b, t, n, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = heads(attn.q_proj.forward(x)?, c.num_attention_heads)?;
+        let k = heads(attn.k_proj.forward(x)?, c.num_key_value_heads)?;
+        let v = heads(attn.v_proj.forward(x)?, c.num_key_value_heads)?;
+
+        let q = ops::apply_rope(&q, cos, sin)?;
+        let k = ops::apply_rope(&k, cos, sin)?;
+        let k = ops::repeat_kv(&k, c.kv_groups())?.contiguous()?;
+        let v = ops::repeat_kv(&v, c.kv_groups())?.contiguous()?;
+
+        let scale = 1.0 / (c.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
+        let probs = ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.to_dtype(self.dtype)?;
+        let out = probs.matmul(&v)?; // [B, heads, T, d]
+        let out = out
+            .transpose(1, 2)?
+            .reshape((b, t, c.num_attention_heads * c.head_dim))?;
+        Ok(attn.o_proj.forward(&out)?)
+    }
+
+    /// Back-propagates a scalar loss and returns the gradient of every parameter that
+    /// received one, keyed by Hugging Face name (a tied matrix gets the sum of both uses).
+    pub fn backward(&self, loss: &Tensor) -> Result<Grads> {
+        let store = loss.backward()?;
+        let mut grads = Grads::default();
+        for (name, var) in &self.params {
+            if let Some(g) = store.get(var.as_tensor()) {
+                grads.insert(name.clone(), g.clone());
+            }
+        }
+        Ok(grads)
+    }
+
+    /// Writes new values into the parameters (e.g. from a checkpoint), checking names and shapes.
+    pub fn set_params(&self, values: &HashMap<String, Tensor>) -> Result<()> {
+        for (name, var) in &self.params {
+            let Some(value) = values.get(name) else {
+                bail!("no value for parameter `{name}`")
+            };
+            if value.dims() != var.dims() {
+                bail!(
+                    "parameter `{name}`: shape {:?}, expected {:?}",
+                    value.dims(),
+                    var.dims()
+                );
+            }
+            var.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Moves tensors out of what was read from disk into parameters, checking shapes.
+struct Loader<'a> {
+    dir: &'a Path,
+    stored: HashMap<String, StoredTensor>,
+    params: Vec<(String, Var)>,
+    dtype: DType,
+}
+
+impl Loader<'_> {
+    fn take(&mut self, name: &str, shape: &[usize]) -> Result<Var> {
+        let Some(StoredTensor { tensor, file }) = self.stored.remove(name) else {
+            bail!("{}: checkpoint has no tensor `{name}`", self.dir.display());
+        };
+        if tensor.dims() != shape {
+            bail!(
+                "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
+                file.display(),
+                tensor.dims()
+            );
+        }
+        if !tensor.dtype().is_float() {
+            bail!(
+                "{}: tensor `{name}` has non-float dtype {:?}",
+                file.display(),
+                tensor.dtype()
+            );
+        }
+        let var = Var::from_tensor(&tensor.to_dtype(self.dtype)?)?;
+        self.params.push((name.to_string(), var.clone()));
+        Ok(var)
+    }
+}
+
+/// Log-probability of each next token: `[B, T, V]` logits and `[B, T]` ids give `[B, T-1]`,
+/// entry `t` being `log softmax(logits[t])[ids[t+1]]`. Differentiable.
+pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
+    let (b, t, _) = logits
+        .dims3()
+        .context("logits must have shape [batch, time, vocab]")?;
+    if input_ids.dims() != [b, t] {
+        bail!(
+            "input_ids shape {:?} does not match logits {:?}",
+            input_ids.dims(),
+            logits.dims()
+        );
+    }
+    if t < 2 {
+        bail!("need at least 2 positions to score a next token, got {t}");
+    }
+    let x = logits.narrow(1, 0, t - 1)?.contiguous()?;
+    let targets = input_ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
+    let picked = x.gather(&targets, 2)?; // [B, T-1, 1]
+    let logp = (picked - ops::logsumexp_keepdim(&x)?)?;
+    Ok(logp.squeeze(2)?)
+}
+
+/// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each,
+/// aligned with [`token_logprobs`]. Computed without gradient.
+pub fn token_entropy_and_top1(logits: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (_, t, _) = logits
+        .dims3()
+        .context("logits must have shape [batch, time, vocab]")?;
+    if t < 2 {
+        bail!("need at least 2 positions, got {t}");
+    }
+    let x = logits.narrow(1, 0, t - 1)?.detach();
+    let z = x.broadcast_sub(&x.max_keepdim(D::Minus1)?)?; // max is 0
+    let e = z.exp()?;
+    let sum = e.sum_keepdim(D::Minus1)?;
+    // H = -Σ p log p = log Σe - Σ p z, and the top-1 probability is e^0 / Σe.
+    let p_dot_z = (e * &z)?.sum_keepdim(D::Minus1)?.broadcast_div(&sum)?;
+    let entropy = (sum.log()? - p_dot_z)?.squeeze(2)?;
+    let top1 = sum.recip()?.squeeze(2)?;
+    Ok((entropy, top1))
+}
+
+/// The weighted-NLL surrogate `-Σ w_t · logp_t` over `[B, T-1]` log-probs, with `weights` the
+/// same shape (already holding mask, stop-gradient objective weight and normaliser).
+pub fn weighted_nll(logp: &Tensor, weights: &Tensor) -> Result<Tensor> {
+    Ok((logp * weights.detach())?.sum_all()?.neg()?)
+}
+
+/// Right-pads rows of token ids with `pad_id` into a `[B, T]` u32 tensor.
+pub fn pad_batch(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Tensor> {
+    let t = rows.iter().map(Vec::len).max().unwrap_or(0);
+    if rows.is_empty() || t == 0 {
+        bail!("cannot build a batch from no tokens");
+    }
+    let mut flat = Vec::with_capacity(rows.len() * t);
+    for row in rows {
+        flat.extend_from_slice(row);
+        flat.extend(std::iter::repeat_n(pad_id, t - row.len()));
+    }
+    Ok(Tensor::from_vec(flat, (rows.len(), t), device)?)
+}

@@ -1,0 +1,108 @@
+//! Reading and writing safetensors files in the Hugging Face layout.
+//!
+//! Owns where a checkpoint's tensors live: one `model.safetensors`, or shards listed by
+//! `model.safetensors.index.json`. Tensors come back keyed by their Hugging Face names, each
+//! with the file it came from (for messages).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+pub const SINGLE_FILE: &str = "model.safetensors";
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+
+/// A tensor as found on disk, with the file that held it.
+pub struct StoredTensor {
+    pub tensor: Tensor,
+    pub file: PathBuf,
+}
+
+/// Every tensor of the checkpoint in `dir`, single file or sharded.
+pub fn read_model_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, StoredTensor>> {
+    let single = dir.join(SINGLE_FILE);
+    let index = dir.join(INDEX_FILE);
+    let files = if single.is_file() {
+        vec![single]
+    } else if index.is_file() {
+        shard_files(&index)?
+    } else {
+        bail!("{}: no {SINGLE_FILE} or {INDEX_FILE} found", dir.display());
+    };
+
+    let mut out = HashMap::new();
+    for file in files {
+        let tensors = candle_core::safetensors::load(&file, device)
+            .with_context(|| format!("{}: cannot read safetensors", file.display()))?;
+        for (name, tensor) in tensors {
+            out.insert(
+                name,
+                StoredTensor {
+                    tensor,
+                    file: file.clone(),
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The distinct shard files named by an index's `weight_map`, in sorted order.
+fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
+    let text = std::fs::read_to_string(index)
+        .with_context(|| format!("{}: cannot read", index.display()))?;
+    let json: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", index.display()))?;
+    let Some(map) = json.get("weight_map").and_then(Value::as_object) else {
+        bail!("{}: missing key `weight_map`", index.display());
+    };
+    let mut names = BTreeSet::new();
+    for (tensor, file) in map {
+        let Some(file) = file.as_str() else {
+            bail!(
+                "{}: `weight_map.{tensor}` must be a file name",
+                index.display()
+            );
+        };
+        // Shards are plain names next to the index; refuse anything that could point elsewhere.
+        if file.contains('/') || file.contains('\\') || file == ".." {
+            bail!(
+                "{}: `weight_map.{tensor}` is not a plain file name: {file:?}",
+                index.display()
+            );
+        }
+        names.insert(file.to_string());
+    }
+    let dir = index.parent().unwrap_or(Path::new("."));
+    Ok(names.into_iter().map(|f| dir.join(f)).collect())
+}
+
+/// Writes named tensors as one safetensors file with `{"format": "pt"}` metadata (transformers
+/// expects it) plus any `extra` metadata.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    extra: &[(String, String)],
+) -> Result<()> {
+    let mut metadata: HashMap<String, String> = extra.iter().cloned().collect();
+    metadata.insert("format".to_string(), "pt".to_string());
+    let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .with_context(|| format!("{}: cannot write safetensors", path.display()))
+}
+
+/// Reads a safetensors file's tensors and its metadata.
+pub fn read_safetensors(
+    path: &Path,
+    device: &Device,
+) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let tensors = candle_core::safetensors::load_buffer(&bytes, device)
+        .with_context(|| format!("{}: cannot read safetensors", path.display()))?;
+    Ok((tensors, metadata))
+}

@@ -1,0 +1,70 @@
+//! Shared helpers of the engine's integration tests: fixture paths and the parity / training
+//! JSON written by scripts/make_fixtures.py.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use engine::{Device, Model};
+use serde_json::Value;
+
+/// `tests/fixtures/<rel>` at the workspace root.
+pub fn fixture(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(rel)
+}
+
+pub fn read_json(rel: &str) -> Result<Value> {
+    let path = fixture(rel);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+pub fn load(model: &str) -> Result<Model> {
+    Model::load(fixture(model), &Device::Cpu)
+}
+
+/// One scored example of `parity/<model>.json`.
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub response_start: usize,
+    /// log p of ids[response_start..], each predicted from the position before.
+    pub logp: Vec<f32>,
+}
+
+pub fn parity_examples(model: &str) -> Result<Vec<Example>> {
+    let json = read_json(&format!("parity/{model}.json"))?;
+    let ids = json["input_ids"].as_array().context("input_ids")?;
+    let starts = json["response_start"]
+        .as_array()
+        .context("response_start")?;
+    let logps = json["logp"].as_array().context("logp")?;
+    ids.iter()
+        .zip(starts)
+        .zip(logps)
+        .map(|((ids, start), logp)| {
+            Ok(Example {
+                ids: as_vec(ids)?.into_iter().map(|v| v as u32).collect(),
+                response_start: start.as_u64().context("response_start")? as usize,
+                logp: as_vec(logp)?.into_iter().map(|v| v as f32).collect(),
+            })
+        })
+        .collect()
+}
+
+pub fn as_vec(v: &Value) -> Result<Vec<f64>> {
+    v.as_array()
+        .context("expected an array")?
+        .iter()
+        .map(|x| x.as_f64().context("expected a number"))
+        .collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}

@@ -1,0 +1,119 @@
+//! Training parity with PyTorch: 3 full-batch AdamW steps of the weighted-NLL surrogate on the
+//! right-padded parity batch reproduce transformers' losses and pre-clip gradient norms.
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::{as_vec, load, parity_examples, read_json};
+use engine::{
+    clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, Model, Tensor,
+};
+
+/// The loss mask over `[B, T-1]` log-prob positions: entry `t` scores `ids[t+1]`, included when
+/// `t + 1` is a response token or the EOS of a real (unpadded) row.
+pub fn loss_mask(examples: &[common::Example], t: usize) -> Vec<f32> {
+    let mut mask = vec![0.0f32; examples.len() * (t - 1)];
+    for (b, ex) in examples.iter().enumerate() {
+        for target in ex.response_start..ex.ids.len() {
+            mask[b * (t - 1) + target - 1] = 1.0;
+        }
+    }
+    mask
+}
+
+/// One step as scripts/make_fixtures.py does it; returns (mean f before the update, pre-clip norm).
+fn train_step(
+    model: &Model,
+    opt: &mut AdamW,
+    ids: &Tensor,
+    mask: &[f32],
+    objective: &str,
+    max_grad_norm: f64,
+) -> Result<(f64, f64)> {
+    let logp = token_logprobs(&model.forward(ids)?, ids)?;
+    let lp: Vec<f32> = logp.flatten_all()?.to_vec1()?;
+    let n: f32 = mask.iter().sum();
+
+    // Per included token: f (reported) and s (the stop-gradient weight), as the plugins give.
+    let (mut f_sum, mut weights) = (0.0f64, vec![0.0f32; lp.len()]);
+    for (i, (&l, &m)) in lp.iter().zip(mask).enumerate() {
+        if m == 0.0 {
+            continue;
+        }
+        let (f, s) = match objective {
+            "nll" => (-l, 1.0),
+            "neg_p" => (1.0 - l.exp(), l.exp()),
+            other => panic!("unknown objective {other}"),
+        };
+        f_sum += f as f64;
+        weights[i] = s / n;
+    }
+    let w = Tensor::from_vec(weights, logp.dims(), model.device())?;
+    let mut grads = model.backward(&weighted_nll(&logp, &w)?)?;
+    let norm = clip_grad_norm(&mut grads, max_grad_norm)?;
+    opt.step(model.params(), &grads)?;
+    Ok((f_sum / n as f64, norm))
+}
+
+fn check(model_name: &str, objective: &str) -> Result<()> {
+    let json = read_json(&format!("train/{model_name}-{objective}.json"))?;
+    let betas = as_vec(&json["betas"])?;
+    let config = AdamWConfig {
+        lr: json["lr"].as_f64().context("lr")?,
+        beta1: betas[0],
+        beta2: betas[1],
+        eps: json["eps"].as_f64().context("eps")?,
+        weight_decay: json["weight_decay"].as_f64().context("weight_decay")?,
+    };
+    let max_grad_norm = json["max_grad_norm"].as_f64().context("max_grad_norm")?;
+    let want_losses = as_vec(&json["losses"])?;
+    let want_norms = as_vec(&json["grad_norms"])?;
+
+    // The training examples are the parity examples, whose token ids that fixture records.
+    let examples = parity_examples(model_name)?;
+    let model = load(model_name)?;
+    let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
+    let ids = pad_batch(&rows, 0, model.device())?;
+    let mask = loss_mask(&examples, ids.dim(1)?);
+    let n = mask.iter().sum::<f32>() as u64;
+    assert_eq!(Some(n), json["num_loss_tokens"].as_u64());
+
+    let mut opt = AdamW::new(config);
+    for step in 0..want_losses.len() {
+        let (loss, norm) = train_step(&model, &mut opt, &ids, &mask, objective, max_grad_norm)?;
+        let (wl, wn) = (want_losses[step], want_norms[step]);
+        let (rl, rn) = ((loss - wl).abs() / wl.abs(), (norm - wn).abs() / wn.abs());
+        eprintln!("{model_name}-{objective} step {}: loss {loss} vs {wl} (rel {rl:.2e}), grad norm {norm} vs {wn} (rel {rn:.2e})", step + 1);
+        assert!(
+            rl < 2e-3,
+            "{model_name}-{objective} step {}: loss {loss} vs {wl}",
+            step + 1
+        );
+        assert!(
+            rn < 1e-2,
+            "{model_name}-{objective} step {}: grad norm {norm} vs {wn}",
+            step + 1
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn train_parity_qwen2_tiny_nll() -> Result<()> {
+    check("qwen2-tiny", "nll")
+}
+
+#[test]
+fn train_parity_qwen2_tiny_neg_p() -> Result<()> {
+    check("qwen2-tiny", "neg_p")
+}
+
+#[test]
+fn train_parity_llama_tiny_nll() -> Result<()> {
+    check("llama-tiny", "nll")
+}
+
+#[test]
+fn train_parity_llama_tiny_neg_p() -> Result<()> {
+    check("llama-tiny", "neg_p")
+}

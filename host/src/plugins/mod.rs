@@ -1,0 +1,241 @@
+//! Finding, loading and calling plugins: the only part of the host that knows abi_stable.
+//!
+//! A plugin is named by path or by name. Names are looked up in the search path (`--plugin-dir`
+//! folders, then `HOST_PLUGIN_PATH`, then the folder of the `host` binary), with or without the `lib`
+//! prefix and the platform suffix. Loading checks abi_stable's layout and version compatibility and the
+//! plugin's kind; every refusal is one line naming the file. Calls into a plugin go through the typed
+//! wrappers in [`objective`], [`mixer`] and [`evaluator`], which turn a plugin's errors and panics
+//! (caught on the plugin's side of the boundary) into host errors and validate what comes back.
+
+pub mod check;
+pub mod evaluator;
+pub mod mixer;
+pub mod objective;
+pub mod params;
+
+use std::path::{Path, PathBuf};
+
+use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::sabi_types::VersionNumber;
+use anyhow::{anyhow, bail, Result};
+use plugin_api::{LossForm, ParamSpec, PluginInstance, PluginKind, PluginModuleRef};
+
+pub use evaluator::EvaluatorPlugin;
+pub use mixer::MixerPlugin;
+pub use objective::ObjectivePlugin;
+
+/// Where plugins named without a path are looked for, in order.
+#[derive(Clone, Debug, Default)]
+pub struct SearchPath {
+    pub dirs: Vec<PathBuf>,
+}
+
+impl SearchPath {
+    /// `--plugin-dir` folders, then `HOST_PLUGIN_PATH`, then the folder of the running binary.
+    pub fn new(cli_dirs: &[PathBuf]) -> Self {
+        let mut dirs = cli_dirs.to_vec();
+        if let Some(env) = std::env::var_os("HOST_PLUGIN_PATH") {
+            dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
+        }
+        if let Some(exe_dir) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+        {
+            dirs.push(exe_dir);
+        }
+        Self { dirs }
+    }
+
+    /// Resolves a plugin given by path or by name to an existing file.
+    pub fn resolve(&self, name_or_path: &str) -> Result<PathBuf> {
+        let as_path = Path::new(name_or_path);
+        // A name with a folder in it is a path; a bare file name may be in the working folder.
+        if name_or_path.contains(std::path::MAIN_SEPARATOR) || name_or_path.contains('/') {
+            if as_path.is_file() {
+                return Ok(as_path.to_path_buf());
+            }
+            bail!("plugin file not found: {name_or_path}");
+        }
+        if name_or_path.ends_with(std::env::consts::DLL_SUFFIX) && as_path.is_file() {
+            return Ok(as_path.to_path_buf());
+        }
+        for dir in &self.dirs {
+            for candidate in file_names(name_or_path) {
+                let path = dir.join(&candidate);
+                if path.is_file() {
+                    return Ok(path);
+                }
+            }
+        }
+        let searched: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+        bail!(
+            "no plugin named `{name_or_path}` in the plugin search path ({}); give a path or --plugin-dir",
+            searched.join(", ")
+        )
+    }
+
+    /// Every plugin-looking file in the search path (first occurrence of each file name wins).
+    pub fn candidates(&self) -> Vec<PathBuf> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut out = Vec::new();
+        for dir in &self.dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.is_file() && p.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX)
+                })
+                .collect();
+            files.sort();
+            for file in files {
+                if let Some(name) = file.file_name() {
+                    if seen.insert(name.to_os_string()) {
+                        out.push(file);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `neg_p` → `libneg_p.so`, `neg_p.so`, `neg_p` (platform prefix and suffix).
+fn file_names(name: &str) -> Vec<String> {
+    let (prefix, suffix) = (std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX);
+    let name = name.strip_suffix(suffix).unwrap_or(name);
+    let mut names = Vec::new();
+    if !name.starts_with(prefix) {
+        names.push(format!("{prefix}{name}{suffix}"));
+    }
+    names.push(format!("{name}{suffix}"));
+    names.push(name.to_string());
+    names
+}
+
+/// A loaded plugin library: its root module and where it came from.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    module: PluginModuleRef,
+}
+
+impl LoadedPlugin {
+    /// Loads the library at `path`, checking abi_stable's version and layout compatibility.
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display();
+        if !path.is_file() {
+            bail!("plugin file not found: {shown}");
+        }
+        let header = lib_header_from_path(path).map_err(|e| load_error(path, e))?;
+        // abi_stable accepts a plugin with a newer 0.y than the host and leaves it to the layout check;
+        // semver says 0.y releases are incompatible, so refuse them here with the versions named.
+        let ours =
+            VersionNumber::new(PluginModuleRef::VERSION_STRINGS).map_err(|e| anyhow!("{e}"))?;
+        let theirs = VersionNumber::new(header.version_strings())
+            .map_err(|e| anyhow!("{shown}: unreadable plugin-api version: {e}"))?;
+        if !ours.is_loosely_compatible(theirs) {
+            return Err(load_error(
+                path,
+                LibraryError::IncompatibleVersionNumber {
+                    library_name: PluginModuleRef::NAME,
+                    expected_version: ours,
+                    actual_version: theirs,
+                },
+            ));
+        }
+        let module = header
+            .init_root_module::<PluginModuleRef>()
+            .map_err(|e| load_error(path, e))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            module,
+        })
+    }
+
+    /// Resolves and loads a plugin, refusing one of another kind.
+    pub fn load(search: &SearchPath, name_or_path: &str, kind: PluginKind) -> Result<Self> {
+        let plugin = Self::open(&search.resolve(name_or_path)?)?;
+        if plugin.kind() != kind {
+            bail!(
+                "{} is a {} plugin (`{}`), expected a {kind} plugin",
+                plugin.path.display(),
+                plugin.kind(),
+                plugin.name()
+            );
+        }
+        Ok(plugin)
+    }
+
+    pub fn kind(&self) -> PluginKind {
+        self.module.kind()
+    }
+    pub fn name(&self) -> &'static str {
+        self.module.name().as_str()
+    }
+    pub fn description(&self) -> &'static str {
+        self.module.description().as_str()
+    }
+    pub fn formula(&self) -> &'static str {
+        self.module.formula().as_str()
+    }
+    pub fn params(&self) -> &'static [ParamSpec] {
+        self.module.params().as_slice()
+    }
+    pub fn loss_form(&self) -> LossForm {
+        self.module.loss_form()
+    }
+
+    /// Calls the plugin's constructor with already validated parameters.
+    fn create(&self, params: &params::ParamSet) -> Result<PluginInstance> {
+        let create = self.module.create();
+        let entries = params.entries();
+        let result = create(entries.as_slice().into());
+        result.into_result().map_err(|e| {
+            anyhow!(
+                "plugin `{}` ({}) refused its parameters: {e}",
+                self.name(),
+                self.path.display()
+            )
+        })
+    }
+}
+
+/// One line for each way a library can fail to load as a plugin.
+fn load_error(path: &Path, error: LibraryError) -> anyhow::Error {
+    let shown = path.display();
+    match error {
+        LibraryError::OpenError { err, .. } => {
+            anyhow!("{shown} is not a loadable library: {}", one_line(&err.to_string()))
+        }
+        LibraryError::GetSymbolError { .. } => {
+            anyhow!("{shown} is not a plugin: it exports no `{}` root module", PluginModuleRef::NAME)
+        }
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => anyhow!(
+            "{shown} was built against plugin-api {actual_version}, incompatible with this host's plugin-api {expected_version}; rebuild the plugin"
+        ),
+        LibraryError::AbiInstability(_) => anyhow!(
+            "{shown} has an incompatible plugin ABI (its plugin-api types differ from this host's); rebuild the plugin against plugin-api {}",
+            plugin_api::PLUGIN_API_VERSION
+        ),
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => anyhow!(
+            "{shown} was built with an incompatible abi_stable or compiler ABI; rebuild the plugin"
+        ),
+        other => anyhow!("{shown} could not be loaded as a plugin: {}", one_line(&other.to_string())),
+    }
+}
+
+/// Keeps the first line of a multi-line message.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}

@@ -1,0 +1,3 @@
+//! Reports for people: plots (SVG) of objectives and, later, of runs.
+
+pub mod plot;

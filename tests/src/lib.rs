@@ -1,0 +1,89 @@
+//! Support for the workspace-level tests: builds the workspace's binaries and plugins once, then runs
+//! the real `host` binary against the real plugin files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// The folder holding `host` and the plugin libraries.
+pub fn bin_dir() -> PathBuf {
+    target_dir().join("debug")
+}
+
+/// `cargo test` builds neither the `host` binary for another package's tests nor the plugins' cdylibs,
+/// so the first test to need them runs `cargo build` for the workspace (a no-op when up to date).
+pub fn ensure_built() {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--workspace", "--quiet"])
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --workspace failed");
+    });
+}
+
+pub fn host_path() -> PathBuf {
+    ensure_built();
+    bin_dir().join("host")
+}
+
+/// Runs `host` with `args`, with an empty plugin search path apart from the binary's own folder.
+pub fn host(args: &[&str]) -> Output {
+    Command::new(host_path())
+        .args(args)
+        .env_remove("HOST_PLUGIN_PATH")
+        .output()
+        .expect("run host")
+}
+
+/// The path of a built plugin library by crate name.
+pub fn plugin_path(name: &str) -> PathBuf {
+    ensure_built();
+    bin_dir().join(format!(
+        "{}{name}{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    ))
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts the command failed with `code` and a single `error:` line containing every `needle`.
+pub fn assert_error(output: &Output, code: i32, needles: &[&str]) {
+    let err = stderr(output);
+    let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(
+        error_lines.len(),
+        1,
+        "expected one error line, stderr: {err}"
+    );
+    for needle in needles {
+        assert!(
+            error_lines[0].contains(needle),
+            "missing {needle:?} in {:?}",
+            error_lines[0]
+        );
+    }
+}

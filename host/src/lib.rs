@@ -1,11 +1,17 @@
 //! The `host` library: everything behind the `host` binary.
 //!
-//! `commands` (one file per CLI verb) sits on top; `plugins` loads and calls plugins (the only module
-//! that knows abi_stable); `report` draws plots. The binary's `main` only parses the command line.
+//! `commands` (one file per CLI verb) sits on top; `train` (the loop) and `score` below it; then `data`
+//! (JSONL, tokenisation, batches) and the `engine` crate (model, optimizer, checkpoints: the only code
+//! that knows candle) and `plugins` (loading and calling plugins: the only module that knows abi_stable);
+//! `config` and `report` at the bottom. The binary's `main` only parses the command line.
 
 pub mod commands;
+pub mod config;
+pub mod data;
 pub mod plugins;
 pub mod report;
+pub mod score;
+pub mod train;
 
 /// An error that carries its process exit code: 2 for bad input (the default for any error), 1 for a
 /// check that ran and failed.

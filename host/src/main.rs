@@ -28,6 +28,36 @@ enum Command {
         #[command(subcommand)]
         action: PluginsAction,
     },
+    /// Fine-tune a model with an objective plugin.
+    Train {
+        /// The run config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Objective plugin by name or path (overrides [objective] plugin).
+        #[arg(long)]
+        plugin: Option<String>,
+        /// Config override, e.g. optim.lr=1e-4 (repeatable).
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+        /// Continue from the latest checkpoint in the output folder.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Write the log-probability of every response token (EOS included) of a data file.
+    Score {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "prompt")]
+        prompt_key: String,
+        #[arg(long, default_value = "response")]
+        response_key: String,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+    },
     /// Plot objectives.
     Plot {
         #[command(subcommand)]
@@ -96,6 +126,27 @@ fn main() -> ExitCode {
                 points,
             } => commands::plugins::curve_csv(&search, &plugin, &params, points),
         },
+        Command::Train {
+            config,
+            plugin,
+            overrides,
+            resume,
+        } => commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search),
+        Command::Score {
+            model,
+            data,
+            out,
+            prompt_key,
+            response_key,
+            batch_size,
+        } => commands::score::run(&commands::score::ScoreArgs {
+            model: &model,
+            data: &data,
+            out: &out,
+            prompt_key: &prompt_key,
+            response_key: &response_key,
+            batch_size,
+        }),
         Command::Plot { what } => match what {
             PlotWhat::Objectives {
                 plugins,

@@ -1,4 +1,6 @@
-//! One thin file per CLI verb: parse nothing, print results, call the libraries.
+//! One thin file per CLI verb: turn parsed arguments into library calls and print the results.
 
 pub mod plot;
 pub mod plugins;
+pub mod score;
+pub mod train;

@@ -1,0 +1,63 @@
+//! `host score --model DIR --data FILE --out FILE.jsonl`: per example `{"index": i, "logp": [...]}`.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use engine::{Device, Model};
+
+use crate::data::{self, TextTokenizer};
+
+pub struct ScoreArgs<'a> {
+    pub model: &'a Path,
+    pub data: &'a Path,
+    pub out: &'a Path,
+    pub prompt_key: &'a str,
+    pub response_key: &'a str,
+    pub batch_size: usize,
+}
+
+pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
+    if !args.model.is_dir() {
+        bail!("--model {}: no such model directory", args.model.display());
+    }
+    let model = Model::load(args.model, &Device::Cpu)?;
+    let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
+    let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
+    let name = args.data.display().to_string();
+    let dataset = data::tokenize(&name, &records, &tokenizer, None, false)?;
+    let logp = crate::score::response_logprobs(
+        &model,
+        &dataset.examples,
+        tokenizer.eos_id,
+        args.batch_size,
+    )?;
+
+    // Written beside the target and renamed, so a failure leaves no half-written file.
+    let tmp = args.out.with_extension("jsonl.tmp");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    for (index, values) in logp.iter().enumerate() {
+        writeln!(
+            file,
+            "{}",
+            serde_json::json!({ "index": index, "logp": values })
+        )?;
+    }
+    file.flush()?;
+    std::fs::rename(&tmp, args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let tokens: usize = logp.iter().map(Vec::len).sum();
+    let mean_p = logp
+        .iter()
+        .flatten()
+        .map(|&l| (l as f64).exp())
+        .sum::<f64>()
+        / tokens.max(1) as f64;
+    println!(
+        "scored {} examples ({tokens} response tokens, mean p {mean_p:.4}) -> {}",
+        logp.len(),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,411 @@
+//! The run config (`run.toml`): plain data, parsed strictly.
+//!
+//! Unknown keys are errors (serde's `deny_unknown_fields`), `--set key=value` overrides are applied to
+//! the TOML document before it is parsed, and [`RunConfig::validate`] refuses values that parse but make
+//! no sense (a negative learning rate, micro-batches larger than the batch), naming the key.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    #[serde(default)]
+    pub objective: ObjectiveSection,
+    #[serde(default)]
+    pub mixer: MixerSection,
+    #[serde(default)]
+    pub optim: OptimSection,
+    #[serde(default)]
+    pub train: TrainSection,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory.
+    pub path: PathBuf,
+    /// Training precision; only `float32` on CPU.
+    #[serde(default = "default_dtype")]
+    pub dtype: String,
+}
+
+/// One file or a list of files.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(PathBuf),
+    Many(Vec<PathBuf>),
+}
+
+impl OneOrMany {
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            OneOrMany::One(p) => vec![p.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub train: OneOrMany,
+    pub eval: Option<PathBuf>,
+    #[serde(default = "default_prompt_key")]
+    pub prompt_key: String,
+    #[serde(default = "default_response_key")]
+    pub response_key: String,
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    #[serde(default = "default_true")]
+    pub shuffle: bool,
+    /// Render the prompt through the tokenizer's chat template as a user message.
+    #[serde(default)]
+    pub chat_template: bool,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectiveSection {
+    #[serde(default = "default_objective")]
+    pub plugin: String,
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+impl Default for ObjectiveSection {
+    fn default() -> Self {
+        Self {
+            plugin: default_objective(),
+            params: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixerSection {
+    #[serde(default = "default_mixer")]
+    pub plugin: String,
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+impl Default for MixerSection {
+    fn default() -> Self {
+        Self {
+            plugin: default_mixer(),
+            params: toml::Table::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LrScheduler {
+    Constant,
+    Cosine,
+    Linear,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_eps")]
+    pub eps: f64,
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    #[serde(default = "default_scheduler")]
+    pub lr_scheduler: LrScheduler,
+    #[serde(default)]
+    pub warmup_ratio: f64,
+    #[serde(default = "default_max_grad_norm")]
+    pub max_grad_norm: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            lr: default_lr(),
+            betas: default_betas(),
+            eps: default_eps(),
+            weight_decay: default_weight_decay(),
+            lr_scheduler: default_scheduler(),
+            warmup_ratio: 0.0,
+            max_grad_norm: default_max_grad_norm(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSection {
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Defaults to `batch_size` (no accumulation).
+    pub micro_batch_size: Option<usize>,
+    pub max_steps: Option<u64>,
+    pub epochs: Option<f64>,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "default_out_dir")]
+    pub out_dir: PathBuf,
+    /// Save a checkpoint every N steps (0 = only the final one).
+    #[serde(default)]
+    pub save_every: u64,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            batch_size: default_batch_size(),
+            micro_batch_size: None,
+            max_steps: None,
+            epochs: None,
+            seed: 0,
+            out_dir: default_out_dir(),
+            save_every: 0,
+        }
+    }
+}
+
+fn default_dtype() -> String {
+    "float32".into()
+}
+fn default_prompt_key() -> String {
+    "prompt".into()
+}
+fn default_response_key() -> String {
+    "response".into()
+}
+fn default_max_length() -> usize {
+    1024
+}
+fn default_true() -> bool {
+    true
+}
+fn default_objective() -> String {
+    "nll".into()
+}
+fn default_mixer() -> String {
+    "proportional".into()
+}
+fn default_lr() -> f64 {
+    1e-5
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.95]
+}
+fn default_eps() -> f64 {
+    1e-8
+}
+fn default_weight_decay() -> f64 {
+    0.01
+}
+fn default_scheduler() -> LrScheduler {
+    LrScheduler::Cosine
+}
+fn default_max_grad_norm() -> f64 {
+    1.0
+}
+fn default_batch_size() -> usize {
+    8
+}
+fn default_out_dir() -> PathBuf {
+    "runs/default".into()
+}
+
+impl RunConfig {
+    /// Reads `path`, applies `--set` overrides, parses strictly and validates.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
+        let shown = path.display();
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config {shown}"))?;
+        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            anyhow::anyhow!("{shown}: {}", one_line(&e.to_string()))
+        })?;
+        for assignment in overrides {
+            apply_override(&mut doc, assignment)?;
+        }
+        let config: RunConfig =
+            toml::Value::Table(doc)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    anyhow::anyhow!("{shown}: {}", one_line(&e.to_string()))
+                })?;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        Ok(config)
+    }
+
+    pub fn micro_batch_size(&self) -> usize {
+        self.train.micro_batch_size.unwrap_or(self.train.batch_size)
+    }
+
+    /// Refuses values that parse but cannot train, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let o = &self.optim;
+        let t = &self.train;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            bail!("[optim] lr must be a positive number, got {}", o.lr);
+        }
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                bail!("[optim] betas[{i}] must be in [0, 1), got {b}");
+            }
+        }
+        if !(o.eps > 0.0) {
+            bail!("[optim] eps must be positive, got {}", o.eps);
+        }
+        if !(o.weight_decay >= 0.0) {
+            bail!("[optim] weight_decay must be >= 0, got {}", o.weight_decay);
+        }
+        if !(0.0..1.0).contains(&o.warmup_ratio) {
+            bail!(
+                "[optim] warmup_ratio must be in [0, 1), got {}",
+                o.warmup_ratio
+            );
+        }
+        if !(o.max_grad_norm >= 0.0) {
+            bail!(
+                "[optim] max_grad_norm must be >= 0 (0 disables clipping), got {}",
+                o.max_grad_norm
+            );
+        }
+        if t.batch_size == 0 {
+            bail!("[train] batch_size must be at least 1");
+        }
+        let micro = self.micro_batch_size();
+        if micro == 0 {
+            bail!("[train] micro_batch_size must be at least 1");
+        }
+        if micro > t.batch_size {
+            bail!(
+                "[train] micro_batch_size ({micro}) is larger than batch_size ({})",
+                t.batch_size
+            );
+        }
+        if t.batch_size % micro != 0 {
+            bail!(
+                "[train] batch_size ({}) must be a multiple of micro_batch_size ({micro})",
+                t.batch_size
+            );
+        }
+        match (t.max_steps, t.epochs) {
+            (Some(0), _) => bail!("[train] max_steps must be at least 1"),
+            (_, Some(e)) if !(e > 0.0) => bail!("[train] epochs must be positive, got {e}"),
+            (None, None) => bail!("[train] give max_steps or epochs"),
+            _ => {}
+        }
+        if self.data.max_length < 2 {
+            bail!(
+                "[data] max_length must be at least 2, got {}",
+                self.data.max_length
+            );
+        }
+        if !matches!(self.model.dtype.as_str(), "float32" | "f32") {
+            bail!(
+                "[model] dtype `{}` is not supported for CPU training (use float32)",
+                self.model.dtype
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `optim.lr=3e-4` sets `[optim] lr`; the value is a TOML literal, or a bare string.
+fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
+    let Some((key, raw)) = assignment.split_once('=') else {
+        bail!("--set expects key=value, got `{assignment}`");
+    };
+    let path: Vec<&str> = key.trim().split('.').collect();
+    let value = crate::plugins::params::parse_literal(raw.trim());
+    let (last, parents) = path.split_last().context("--set with an empty key")?;
+    let mut table = doc;
+    for part in parents {
+        let entry = table
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = match entry {
+            toml::Value::Table(t) => t,
+            _ => bail!("--set {key}: `{part}` is not a table"),
+        };
+    }
+    table.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, overrides: &[&str]) -> Result<RunConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, text).unwrap();
+        let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+        RunConfig::load(&path, &overrides)
+    }
+
+    const MINIMAL: &str =
+        "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[train]\nmax_steps = 3\n";
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = load(
+            MINIMAL,
+            &[
+                "optim.lr=3e-4",
+                "objective.plugin=neg_p",
+                "objective.params.alpha=2",
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.optim.lr, 3e-4);
+        assert_eq!(c.objective.plugin, "neg_p");
+        assert_eq!(
+            c.objective.params.get("alpha").and_then(|v| v.as_integer()),
+            Some(2)
+        );
+        assert_eq!(c.micro_batch_size(), 8);
+        assert_eq!(c.data.train.files(), vec![PathBuf::from("t.jsonl")]);
+    }
+
+    #[test]
+    fn refuses_unknown_keys_and_bad_values_naming_them() {
+        let err = load(&format!("{MINIMAL}[optim]\nlrr = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `lrr`"), "{err}");
+        let err = load(MINIMAL, &["optim.lr=-1"]).unwrap_err().to_string();
+        assert!(
+            err.contains("[optim] lr must be a positive number, got -1"),
+            "{err}"
+        );
+        let err = load(MINIMAL, &["train.micro_batch_size=16"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("micro_batch_size (16) is larger than batch_size (8)"),
+            "{err}"
+        );
+        let err = load("[model]\npath = \"m\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `data`"), "{err}");
+    }
+}

@@ -1,0 +1,324 @@
+//! Training data: reading JSONL, tokenising by the contract of DESIGN.md, and cutting padded batches.
+//!
+//! `ids = encode(prompt) ++ encode(response) ++ [eos]`, both encoded without special tokens (the prompt
+//! optionally rendered through the tokenizer's chat template first). The loss positions are the response
+//! tokens and the EOS. Examples longer than `max_length` lose the end of their response (counted and
+//! reported); examples whose prompt alone fills `max_length` are dropped (also counted).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use engine::{Device, ModelConfig, Tensor};
+use serde_json::Value;
+
+/// A tokenizer with the EOS id and chat template of its model directory.
+pub struct TextTokenizer {
+    inner: tokenizers::Tokenizer,
+    pub eos_id: u32,
+    chat_template: Option<String>,
+    path: PathBuf,
+}
+
+impl TextTokenizer {
+    /// Reads `tokenizer.json` and `tokenizer_config.json` (EOS token, chat template) from `dir`.
+    pub fn from_model_dir(dir: &Path, config: &ModelConfig) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            bail!(
+                "{}: missing (the model directory needs a tokenizer)",
+                path.display()
+            );
+        }
+        let inner = tokenizers::Tokenizer::from_file(&path)
+            .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
+        let config_path = dir.join("tokenizer_config.json");
+        let tokenizer_config: Value = match std::fs::read_to_string(&config_path) {
+            Ok(text) => serde_json::from_str(&text)
+                .with_context(|| format!("{}: not valid JSON", config_path.display()))?,
+            Err(_) => Value::Null,
+        };
+        let eos_text = match &tokenizer_config["eos_token"] {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        let eos_id = match eos_text {
+            Some(text) => inner.token_to_id(&text).ok_or_else(|| {
+                anyhow!(
+                    "{}: eos_token {text:?} is not in the vocabulary",
+                    config_path.display()
+                )
+            })?,
+            None => *config.eos_token_ids.first().ok_or_else(|| {
+                anyhow!(
+                    "{}: no eos_token, and config.json has no eos_token_id",
+                    config_path.display()
+                )
+            })?,
+        };
+        let vocab = inner.get_vocab_size(true);
+        if vocab > config.vocab_size {
+            bail!(
+                "{}: the tokenizer has {vocab} tokens but the model's vocab_size is {}; they do not belong together",
+                path.display(),
+                config.vocab_size
+            );
+        }
+        let chat_template = tokenizer_config["chat_template"]
+            .as_str()
+            .map(str::to_string);
+        Ok(Self {
+            inner,
+            eos_id,
+            chat_template,
+            path,
+        })
+    }
+
+    /// Token ids of `text`, without special tokens added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| anyhow!("{}: cannot tokenise: {e}", self.path.display()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> Result<String> {
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
+    }
+
+    /// The prompt as a single user message through the tokenizer's chat template, ready for the reply.
+    pub fn render_chat(&self, prompt: &str) -> Result<String> {
+        let template = self.chat_template.as_deref().ok_or_else(|| {
+            anyhow!(
+                "[data] chat_template is on, but the tokenizer_config.json has no chat_template"
+            )
+        })?;
+        let mut env = minijinja::Environment::new();
+        env.add_template("chat", template)
+            .map_err(|e| anyhow!("tokenizer_config.json: chat_template does not parse: {e}"))?;
+        let messages = vec![serde_json::json!({"role": "user", "content": prompt})];
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(
+                    minijinja::context! { messages => messages, add_generation_prompt => true },
+                )
+            })
+            .map_err(|e| anyhow!("tokenizer_config.json: chat_template failed to render: {e}"))
+    }
+}
+
+/// One prompt/response pair as read from a file, with its line for error messages.
+#[derive(Clone, Debug)]
+pub struct Record {
+    pub prompt: String,
+    pub response: String,
+    pub line: usize,
+}
+
+/// Reads `prompt_key` and `response_key` from every line of a JSONL file.
+pub fn read_jsonl(path: &Path, prompt_key: &str, response_key: &str) -> Result<Vec<Record>> {
+    let shown = path.display();
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read data file {shown}"))?;
+    let mut records = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| anyhow!("{shown}:{n}: malformed JSON: {e}"))?;
+        let field = |key: &str| -> Result<String> {
+            match value.get(key) {
+                Some(Value::String(s)) => Ok(s.clone()),
+                Some(other) => bail!("{shown}:{n}: key `{key}` must be a string, got {other}"),
+                None => bail!("{shown}:{n}: missing key `{key}`"),
+            }
+        };
+        let (prompt, response) = (field(prompt_key)?, field(response_key)?);
+        if response.trim().is_empty() {
+            bail!("{shown}:{n}: empty response under `{response_key}`");
+        }
+        records.push(Record {
+            prompt,
+            response,
+            line: n,
+        });
+    }
+    if records.is_empty() {
+        bail!("{shown}: no examples");
+    }
+    Ok(records)
+}
+
+/// A tokenised example: the loss positions are `ids[prompt_len..]` (response and EOS).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Example {
+    pub ids: Vec<u32>,
+    pub prompt_len: usize,
+}
+
+/// A tokenised training set.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub name: String,
+    pub examples: Vec<Example>,
+    pub truncated: usize,
+    pub dropped: usize,
+}
+
+/// Tokenises records per the contract; `max_length` of `None` keeps everything.
+pub fn tokenize(
+    name: &str,
+    records: &[Record],
+    tokenizer: &TextTokenizer,
+    max_length: Option<usize>,
+    chat_template: bool,
+) -> Result<Dataset> {
+    let mut dataset = Dataset {
+        name: name.to_string(),
+        examples: Vec::new(),
+        truncated: 0,
+        dropped: 0,
+    };
+    for record in records {
+        let prompt_text = if chat_template {
+            tokenizer.render_chat(&record.prompt)?
+        } else {
+            record.prompt.clone()
+        };
+        let mut ids = tokenizer.encode(&prompt_text)?;
+        let prompt_len = ids.len();
+        let response = tokenizer.encode(&record.response)?;
+        if response.is_empty() {
+            bail!("{name}:{}: the response tokenises to nothing", record.line);
+        }
+        ids.extend(response);
+        ids.push(tokenizer.eos_id);
+        if prompt_len == 0 {
+            // Nothing predicts the first response token; it is scored from no context, so drop it.
+            bail!(
+                "{name}:{}: empty prompt (the first response token would have no context)",
+                record.line
+            );
+        }
+        if let Some(max) = max_length {
+            if ids.len() > max {
+                if prompt_len + 1 > max {
+                    dataset.dropped += 1;
+                    continue;
+                }
+                ids.truncate(max);
+                dataset.truncated += 1;
+            }
+        }
+        dataset.examples.push(Example { ids, prompt_len });
+    }
+    if dataset.examples.is_empty() {
+        bail!("{name}: every example is longer than max_length in its prompt alone");
+    }
+    Ok(dataset)
+}
+
+/// A padded micro-batch and where its loss positions are.
+pub struct Batch {
+    /// `[B, T]` token ids, right-padded.
+    pub ids: Tensor,
+    /// `B * (T-1)` flags over the flattened `[B, T-1]` log-probs: 1 where position `t` predicts a
+    /// response token or the EOS.
+    pub loss_mask: Vec<u8>,
+    /// Offset of each row in the flattened log-probs.
+    pub sequence_starts: Vec<u32>,
+    /// Number of positions per row (`T - 1`).
+    pub positions: usize,
+    /// Real (non-padding) tokens in the batch.
+    pub tokens: usize,
+}
+
+impl Batch {
+    pub fn new(examples: &[&Example], pad_id: u32, device: &Device) -> Result<Self> {
+        let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
+        let ids = engine::pad_batch(&rows, pad_id, device)?;
+        let width = rows.iter().map(Vec::len).max().unwrap_or(0);
+        let positions = width.saturating_sub(1);
+        let mut loss_mask = vec![0u8; examples.len() * positions];
+        let mut sequence_starts = Vec::with_capacity(examples.len());
+        for (b, example) in examples.iter().enumerate() {
+            sequence_starts.push((b * positions) as u32);
+            // Position t predicts token t + 1; loss targets are tokens prompt_len .. len - 1.
+            for t in example.prompt_len - 1..example.ids.len() - 1 {
+                loss_mask[b * positions + t] = 1;
+            }
+        }
+        let tokens = rows.iter().map(Vec::len).sum();
+        Ok(Self {
+            ids,
+            loss_mask,
+            sequence_starts,
+            positions,
+            tokens,
+        })
+    }
+}
+
+/// splitmix64: a tiny, well-known generator, so data order is a pure function of the seed.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The order of `n` examples in `epoch`: a Fisher–Yates shuffle seeded by (seed, epoch), or the file
+/// order when shuffling is off. Being a pure function, it needs no saved RNG state to resume.
+pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    if shuffle {
+        let mut state = seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        for i in (1..n).rev() {
+            let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
+            order.swap(i, j);
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(50, 7, 0, true);
+        assert_eq!(a, epoch_order(50, 7, 0, true));
+        assert_ne!(a, epoch_order(50, 7, 1, true));
+        assert_ne!(a, epoch_order(50, 8, 0, true));
+        let mut sorted = a.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>());
+        assert_eq!(epoch_order(5, 7, 0, false), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn loss_mask_covers_response_and_eos_only() {
+        let a = Example {
+            ids: vec![10, 11, 12, 13, 0],
+            prompt_len: 2,
+        }; // prompt 10 11, response 12 13, eos
+        let b = Example {
+            ids: vec![10, 12, 0],
+            prompt_len: 1,
+        };
+        let batch = Batch::new(&[&a, &b], 0, &Device::Cpu).unwrap();
+        assert_eq!(batch.positions, 4);
+        // Row a: positions 1, 2, 3 predict 12, 13, eos. Row b: positions 0, 1 predict 12, eos.
+        assert_eq!(batch.loss_mask, vec![0, 1, 1, 1, 1, 1, 0, 0]);
+        assert_eq!(batch.sequence_starts, vec![0, 4]);
+        assert_eq!(batch.tokens, 8);
+    }
+}

@@ -1,0 +1,530 @@
+//! The SFT training loop, top to bottom in one place.
+//!
+//! Per optimizer step: the batch's examples are cut into micro-batches; each goes forward to per-token
+//! log-probs, the objective plugin turns the loss positions' log-probs into per-token values, weights and
+//! inclusion flags, and the host back-propagates the weighted NLL `Σ m·sg(s)·(-log p) / Σ m` (the token
+//! mean over included positions), averaged over micro-batches. Then clipping by global norm, AdamW,
+//! a `metrics.jsonl` line, and checkpoints (atomic, with optimizer and data-cursor state for resume).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{anyhow, bail, Context, Result};
+use engine::{AdamW, AdamWConfig, Device, Model, Tensor};
+use plugin_api::{ParamValue, PluginKind};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LrScheduler, RunConfig};
+use crate::data::{self, Batch, Dataset, Example, TextTokenizer};
+use crate::plugins::objective::ObjectiveInputs;
+use crate::plugins::params::ParamSet;
+use crate::plugins::{LoadedPlugin, ObjectivePlugin, SearchPath};
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub steps: u64,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub tokens_per_second: f64,
+    pub final_checkpoint: PathBuf,
+    pub resumed_from: Option<u64>,
+}
+
+/// Where training stands; saved in every checkpoint so a run resumes exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainerState {
+    /// Optimizer steps done.
+    pub step: u64,
+    pub total_steps: u64,
+    /// Data cursor: the epoch and the position in that epoch's order.
+    pub epoch: u64,
+    pub cursor: usize,
+    pub seed: u64,
+    pub batch_size: usize,
+    pub objective: String,
+}
+
+/// Options of `host train` beyond the config file.
+pub struct TrainOptions<'a> {
+    pub objective_override: Option<&'a str>,
+    pub search: &'a SearchPath,
+    /// Continue from the latest checkpoint in `out_dir` if there is one.
+    pub resume: bool,
+}
+
+pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> {
+    let device = Device::Cpu;
+    let out_dir = &config.train.out_dir;
+
+    // Model, tokenizer and data.
+    let model_dir = &config.model.path;
+    if !model_dir.is_dir() {
+        bail!(
+            "[model] path {}: no such model directory",
+            model_dir.display()
+        );
+    }
+    let mut model = Model::load(model_dir, &device)?;
+    let tokenizer = TextTokenizer::from_model_dir(model_dir, model.config())?;
+    let dataset = load_training_data(config, &tokenizer)?;
+    let n = dataset.examples.len();
+    let batch_size = config.train.batch_size;
+    let micro = config.micro_batch_size();
+    let total_steps = match (config.train.max_steps, config.train.epochs) {
+        (Some(steps), _) => steps,
+        (None, Some(epochs)) => ((epochs * n as f64) / batch_size as f64).ceil().max(1.0) as u64,
+        (None, None) => bail!("[train] give max_steps or epochs"),
+    };
+
+    // The objective, with a `percentile` turned into `q` from the base model's token probabilities.
+    let plugin_name = options
+        .objective_override
+        .unwrap_or(&config.objective.plugin);
+    let objective = load_objective(
+        config,
+        plugin_name,
+        options.search,
+        &model,
+        &dataset,
+        &tokenizer,
+    )?;
+    let needs = objective.needs();
+
+    let adamw = AdamWConfig {
+        lr: config.optim.lr,
+        beta1: config.optim.betas[0],
+        beta2: config.optim.betas[1],
+        eps: config.optim.eps,
+        weight_decay: config.optim.weight_decay,
+    };
+    let mut optimizer = AdamW::new(adamw.clone());
+    let mut state = TrainerState {
+        step: 0,
+        total_steps,
+        epoch: 0,
+        cursor: 0,
+        seed: config.train.seed,
+        batch_size,
+        objective: objective.name().to_string(),
+    };
+
+    // Resume: the latest complete checkpoint holds weights, optimizer moments and the data cursor.
+    let mut resumed_from = None;
+    if options.resume {
+        if let Some(checkpoint) = latest_checkpoint(out_dir)? {
+            let saved: TrainerState = read_state(&checkpoint)?;
+            for (what, ours, theirs) in [
+                (
+                    "total steps",
+                    total_steps.to_string(),
+                    saved.total_steps.to_string(),
+                ),
+                (
+                    "[train] seed",
+                    state.seed.to_string(),
+                    saved.seed.to_string(),
+                ),
+                (
+                    "[train] batch_size",
+                    batch_size.to_string(),
+                    saved.batch_size.to_string(),
+                ),
+                (
+                    "objective",
+                    state.objective.clone(),
+                    saved.objective.clone(),
+                ),
+            ] {
+                if ours != theirs {
+                    bail!("cannot resume from {}: it was made with {what} {theirs}, this run has {ours}", checkpoint.display());
+                }
+            }
+            model = Model::load(&checkpoint, &device)?;
+            optimizer = AdamW::load_state(checkpoint.join(OPTIMIZER_FILE), adamw, &device)?;
+            optimizer.check_matches(model.params())?;
+            resumed_from = Some(saved.step);
+            state = saved;
+            tracing::info!(
+                "resuming from {} (step {})",
+                checkpoint.display(),
+                state.step
+            );
+        }
+    }
+
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), state.step)?;
+    let progress = Progress::new(total_steps, state.step);
+    tracing::info!(
+        "training {} ({} parameters) on {n} examples with `{}` for {total_steps} steps of {batch_size} (micro-batches of {micro})",
+        model_dir.display(),
+        model.num_params(),
+        objective.name()
+    );
+
+    let pad_id = tokenizer.eos_id;
+    let started = Instant::now();
+    let (mut first_loss, mut last_loss, mut tokens_seen) = (None, None, 0usize);
+    let mut order = data::epoch_order(n, state.seed, state.epoch, config.data.shuffle);
+    while state.step < total_steps {
+        let step = state.step + 1;
+        let step_started = Instant::now();
+        let lr = learning_rate(config, step, total_steps);
+        optimizer.set_lr(lr);
+
+        // The batch: the next `batch_size` examples of the epoch order, wrapping into the next epoch.
+        let mut indices = Vec::with_capacity(batch_size);
+        while indices.len() < batch_size {
+            if state.cursor == n {
+                state.epoch += 1;
+                state.cursor = 0;
+                order = data::epoch_order(n, state.seed, state.epoch, config.data.shuffle);
+            }
+            indices.push(order[state.cursor]);
+            state.cursor += 1;
+        }
+
+        let micro_batches = batch_size / micro;
+        let mut grads: Option<engine::Grads> = None;
+        let (mut loss_sum, mut loss_batches, mut tokens, mut loss_tokens) =
+            (0.0f64, 0usize, 0usize, 0usize);
+        for chunk in indices.chunks(micro) {
+            let rows: Vec<&Example> = chunk.iter().map(|&i| &dataset.examples[i]).collect();
+            let batch = Batch::new(&rows, pad_id, &device)?;
+            tokens += batch.tokens;
+            let logits = model.forward(&batch.ids)?;
+            let logp = engine::token_logprobs(&logits, &batch.ids)?;
+            let logp_values: Vec<f32> = logp.flatten_all()?.to_vec1()?;
+            let (entropy, top1) = if needs.entropy || needs.top1_prob {
+                let (e, t) = engine::token_entropy_and_top1(&logits)?;
+                (
+                    Some(e.flatten_all()?.to_vec1::<f32>()?),
+                    Some(t.flatten_all()?.to_vec1::<f32>()?),
+                )
+            } else {
+                (None, None)
+            };
+            let values = objective
+                .compute(&ObjectiveInputs {
+                    logp: &logp_values,
+                    mask: &batch.loss_mask,
+                    sequence_starts: &batch.sequence_starts,
+                    entropy: entropy.as_deref().filter(|_| needs.entropy),
+                    top1_prob: top1.as_deref().filter(|_| needs.top1_prob),
+                    step,
+                    total_steps,
+                })
+                .with_context(|| format!("step {step}"))?;
+
+            // The micro-batch's token mean over included positions, averaged over micro-batches.
+            let included: Vec<bool> = (0..logp_values.len())
+                .map(|i| batch.loss_mask[i] == 1 && values.include[i] == 1)
+                .collect();
+            let count = included.iter().filter(|&&k| k).count();
+            loss_tokens += count;
+            if count == 0 {
+                continue; // every token thresholded away: no gradient from this micro-batch
+            }
+            let scale = 1.0 / (count as f64 * micro_batches as f64);
+            let weights: Vec<f32> = (0..logp_values.len())
+                .map(|i| {
+                    if included[i] {
+                        (values.weight[i] as f64 * scale) as f32
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let loss: f64 = (0..logp_values.len())
+                .filter(|&i| included[i])
+                .map(|i| values.loss[i] as f64)
+                .sum();
+            loss_sum += loss / count as f64;
+            loss_batches += 1;
+
+            let weights = Tensor::from_vec(weights, logp.shape(), &device)?;
+            let micro_grads = model.backward(&engine::weighted_nll(&logp, &weights)?)?;
+            match grads.as_mut() {
+                None => grads = Some(micro_grads),
+                Some(g) => g.accumulate(&micro_grads)?,
+            }
+        }
+
+        let grad_norm = match grads.as_mut() {
+            Some(g) => {
+                let norm = if config.optim.max_grad_norm > 0.0 {
+                    engine::clip_grad_norm(g, config.optim.max_grad_norm)?
+                } else {
+                    g.global_norm()?
+                };
+                if !norm.is_finite() {
+                    bail!("step {step}: the gradient norm is {norm}; stopping before the update");
+                }
+                optimizer.step(model.params(), g)?;
+                norm
+            }
+            None => 0.0, // nothing included anywhere in the batch: no update
+        };
+        state.step = step;
+
+        let loss = (loss_batches > 0).then(|| loss_sum / loss_batches as f64);
+        first_loss = first_loss.or(loss);
+        last_loss = loss.or(last_loss);
+        tokens_seen += tokens;
+        let step_seconds = step_started.elapsed().as_secs_f64();
+        let tokens_per_second = tokens as f64 / step_seconds.max(1e-9);
+        metrics.write(&serde_json::json!({
+            "step": step,
+            "loss": loss,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "tokens": tokens,
+            "loss_tokens": loss_tokens,
+            "tokens_per_s": tokens_per_second,
+            "epoch": state.epoch as f64 + state.cursor as f64 / n as f64,
+        }))?;
+        progress.step(step, loss, tokens_per_second);
+
+        let save_every = config.train.save_every;
+        if save_every > 0 && step % save_every == 0 && step < total_steps {
+            save_checkpoint(
+                &model,
+                &optimizer,
+                &state,
+                &out_dir.join(format!("checkpoint-{step}")),
+            )?;
+        }
+    }
+    progress.finish();
+
+    let final_dir = out_dir.join("final");
+    save_checkpoint(&model, &optimizer, &state, &final_dir)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    Ok(Summary {
+        steps: state.step,
+        first_loss,
+        last_loss,
+        tokens_per_second: tokens_seen as f64 / elapsed.max(1e-9),
+        final_checkpoint: final_dir,
+        resumed_from,
+    })
+}
+
+/// Reads and tokenises every training file into one set (sets are concatenated).
+fn load_training_data(config: &RunConfig, tokenizer: &TextTokenizer) -> Result<Dataset> {
+    let mut all = Dataset {
+        name: "train".into(),
+        examples: Vec::new(),
+        truncated: 0,
+        dropped: 0,
+    };
+    for file in config.data.train.files() {
+        let records = data::read_jsonl(&file, &config.data.prompt_key, &config.data.response_key)?;
+        let name = file.display().to_string();
+        let set = data::tokenize(
+            &name,
+            &records,
+            tokenizer,
+            Some(config.data.max_length),
+            config.data.chat_template,
+        )?;
+        if set.truncated > 0 || set.dropped > 0 {
+            tracing::warn!(
+                "{name}: {} examples truncated and {} dropped at max_length {}",
+                set.truncated,
+                set.dropped,
+                config.data.max_length
+            );
+        }
+        all.examples.extend(set.examples);
+        all.truncated += set.truncated;
+        all.dropped += set.dropped;
+    }
+    Ok(all)
+}
+
+/// Loads the objective plugin with the config's parameters; `percentile = K` becomes `q`, the K-th
+/// percentile of the base model's probabilities on the training targets.
+fn load_objective(
+    config: &RunConfig,
+    name: &str,
+    search: &SearchPath,
+    model: &Model,
+    dataset: &Dataset,
+    tokenizer: &TextTokenizer,
+) -> Result<ObjectivePlugin> {
+    let plugin = LoadedPlugin::load(search, name, PluginKind::Objective)?;
+    let given: Vec<(String, toml::Value)> = config
+        .objective
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut params = ParamSet::from_toml(plugin.params(), &given, "[objective.params]")?;
+    if let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q"))
+    {
+        if !(0.0..=100.0).contains(&k) {
+            bail!("[objective.params] percentile must be in [0, 100], got {k}");
+        }
+        let logp = crate::score::response_logprobs(model, &dataset.examples, tokenizer.eos_id, 8)?;
+        let probabilities: Vec<f64> = logp.iter().flatten().map(|&lp| (lp as f64).exp()).collect();
+        let q = crate::score::percentile(&probabilities, k);
+        tracing::info!("percentile {k} of the base model's token probabilities is q = {q:.6}");
+        params.set("q", ParamValue::Float(q));
+        params.remove("percentile");
+    }
+    ObjectivePlugin::create(plugin, params)
+}
+
+/// The learning rate of step `step` (from 1), as Hugging Face's schedulers compute it at index step-1:
+/// linear warmup over `warmup_ratio` of the steps, then constant, cosine to 0, or linear to 0.
+pub fn learning_rate(config: &RunConfig, step: u64, total_steps: u64) -> f64 {
+    let lr = config.optim.lr;
+    let i = (step - 1) as f64;
+    let warmup = (config.optim.warmup_ratio * total_steps as f64).ceil();
+    if i < warmup {
+        return lr * i / warmup.max(1.0);
+    }
+    let progress = (i - warmup) / (total_steps as f64 - warmup).max(1.0);
+    match config.optim.lr_scheduler {
+        LrScheduler::Constant => lr,
+        LrScheduler::Cosine => lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        LrScheduler::Linear => lr * (1.0 - progress).max(0.0),
+    }
+}
+
+const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+const STATE_FILE: &str = "trainer_state.json";
+
+/// A Hugging Face checkpoint plus optimizer and trainer state, written atomically.
+fn save_checkpoint(
+    model: &Model,
+    optimizer: &AdamW,
+    state: &TrainerState,
+    dir: &Path,
+) -> Result<()> {
+    engine::checkpoint::save_with(model, dir, |tmp| {
+        optimizer.save_state(tmp.join(OPTIMIZER_FILE))?;
+        std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+        Ok(())
+    })?;
+    tracing::info!("saved {}", dir.display());
+    Ok(())
+}
+
+fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// The checkpoint with the most steps in `out_dir` (`final` counts as done), if any.
+pub fn latest_checkpoint(out_dir: &Path) -> Result<Option<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(out_dir) else {
+        return Ok(None);
+    };
+    let mut best: Option<(u64, PathBuf)> = None;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.join(STATE_FILE).is_file() {
+            continue; // not a complete checkpoint
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let step = if name == "final" {
+            read_state(&path)?.step
+        } else if let Some(step) = name
+            .strip_prefix("checkpoint-")
+            .and_then(|s| s.parse().ok())
+        {
+            step
+        } else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(s, _)| step > *s) {
+            best = Some((step, path));
+        }
+    }
+    Ok(best.map(|(_, p)| p))
+}
+
+/// `metrics.jsonl`, one line per optimizer step; on resume, lines after the resumed step are dropped.
+struct MetricsLog {
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, keep_steps: u64) -> Result<Self> {
+        let kept: Vec<String> = match std::fs::read_to_string(path) {
+            Ok(text) if keep_steps > 0 => text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s <= keep_steps)
+                })
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(Self { file })
+    }
+
+    fn write(&mut self, value: &serde_json::Value) -> Result<()> {
+        writeln!(self.file, "{value}")?;
+        self.file.flush()?;
+        Ok(())
+    }
+}
+
+/// A progress bar on a terminal; a log line per step otherwise.
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    total: u64,
+}
+
+impl Progress {
+    fn new(total: u64, done: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar.set_position(done);
+            bar
+        });
+        Self { bar, total }
+    }
+
+    fn step(&self, step: u64, loss: Option<f64>, tokens_per_second: f64) {
+        let loss = loss.map_or("-".to_string(), |l| format!("{l:.4}"));
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(step);
+                bar.set_message(format!("loss {loss}  {tokens_per_second:.0} tok/s"));
+            }
+            None => eprintln!(
+                "step {step}/{}  loss {loss}  {tokens_per_second:.0} tok/s",
+                self.total
+            ),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
+        }
+    }
+}

@@ -5,6 +5,7 @@
 //! * [`config`]: reading Hugging Face `config.json` (Qwen2, Llama; both hub layouts);
 //! * [`model`]: a differentiable decoder with parameters keyed by Hugging Face names, and the
 //!   per-token log-probabilities (plus entropy / top-1 probability) computed from its logits;
+//! * [`generate`]: batched sampling / greedy decoding with a KV cache, for evaluation;
 //! * [`ops`]: the differentiable building blocks (RMSNorm, rope, softmax, ...);
 //! * [`optim`]: named gradients, global-norm clipping and AdamW, matching PyTorch;
 //! * [`checkpoint`]: atomic saving in the Hugging Face layout;
@@ -29,6 +30,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod generate;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -36,5 +38,6 @@ pub mod weights;
 
 pub use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
-pub use model::{pad_batch, token_entropy_and_top1, token_logprobs, weighted_nll, Model};
+pub use generate::{generate, Completion, FinishReason, GenerationConfig};
+pub use model::{pad_batch, token_entropy_and_top1, token_logprobs, weighted_nll, KvCache, Model};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Grads};

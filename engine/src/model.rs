@@ -7,6 +7,10 @@
 //!
 //! Right padding needs no attention mask: with a causal mask, real tokens never see the pads
 //! that follow them, and positions are `0..T` in every row.
+//!
+//! Inference (see [`crate::generate`]) runs the same layers through [`Model::forward_cached`],
+//! which takes explicit positions and an attention mask (for left-padded batches) and appends
+//! each layer's keys and values to a [`KvCache`] instead of recomputing the prefix.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -217,11 +221,71 @@ impl Model {
 
         let mut x = self.embed(input_ids)?;
         for block in &self.layers {
-            x = self.block_forward(block, &x, &cos, &sin, &mask)?;
+            x = self.block_forward(block, &x, &cos, &sin, &mask, None)?;
         }
         let x = ops::rms_norm(&x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
         let logits = ops::linear(&x, self.lm_head.as_tensor(), None)?;
         Ok(logits.to_dtype(DType::F32)?)
+    }
+
+    /// Inference forward pass over new tokens that reads and extends `cache`; returns the
+    /// float32 logits of the last position only, `[B, V]`, detached from the autograd graph.
+    ///
+    /// * `input_ids` `[B, T]` (u32): the tokens after those already in the cache;
+    /// * `positions` `[B, T]` (u32): the rope position of each of them (a left-padded row counts
+    ///   from 0 at its first real token);
+    /// * `mask` (f32, additive): broadcastable to `[B, 1, T, cache.len() + T]`, 0 where query `t`
+    ///   may attend to a key column and `-inf` where not (causality and padding both go here).
+    ///   Every query must be allowed at least one key, or its row becomes NaN.
+    ///
+    /// The layer math is the training path's ([`Model::forward`]); only the source of keys and
+    /// values, the positions and the mask differ.
+    pub fn forward_cached(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids
+            .dims2()
+            .context("input_ids must have shape [batch, time]")?;
+        if input_ids.dtype() != DType::U32 || positions.dtype() != DType::U32 {
+            bail!("input_ids and positions must be u32");
+        }
+        if positions.dims() != [b, t] {
+            bail!(
+                "positions shape {:?} does not match input_ids {:?}",
+                positions.dims(),
+                input_ids.dims()
+            );
+        }
+        if t == 0 {
+            bail!("input_ids must hold at least one position");
+        }
+        if let Some(cached) = cache.batch_size() {
+            if cached != b {
+                bail!("the cache holds {cached} rows, input_ids {b}");
+            }
+        }
+        let keys = cache.len() + t;
+        if mask.dims().last() != Some(&keys) {
+            bail!(
+                "mask shape {:?}: its last dimension must be cache.len() + T = {keys}",
+                mask.dims()
+            );
+        }
+        let (cos, sin) = cache.rope_rows(&self.rope, positions, self.dtype, &self.device)?;
+        cache.layers.resize(self.layers.len(), None);
+
+        let mut x = self.embed(input_ids)?;
+        for (block, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = self.block_forward(block, &x, &cos, &sin, mask, Some(kv))?;
+        }
+        let x = x.narrow(1, t - 1, 1)?;
+        let x = ops::rms_norm(&x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
+        let logits = ops::linear(&x, self.lm_head.as_tensor(), None)?;
+        Ok(logits.squeeze(1)?.to_dtype(DType::F32)?.detach())
     }
 
     /// Embedding lookup: `[B, T]` ids -> `[B, T, hidden]`.
@@ -240,6 +304,9 @@ impl Model {
     }
 
     /// One pre-norm decoder layer: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
+    ///
+    /// `cos`/`sin` broadcast to `[B, heads, T, head_dim]` and `mask` to `[B, heads, T, keys]`;
+    /// with `kv`, the layer's cached keys/values are prepended to this call's and then extended.
     fn block_forward(
         &self,
         block: &Block,
@@ -247,10 +314,11 @@ impl Model {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
+        kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let eps = self.config.rms_norm_eps;
         let h = ops::rms_norm(x, block.input_layernorm.as_tensor(), eps)?;
-        let x = (x + self.attention(&block.self_attn, &h, cos, sin, mask)?)?;
+        let x = (x + self.attention(&block.self_attn, &h, cos, sin, mask, kv)?)?;
         let h = ops::rms_norm(&x, block.post_attention_layernorm.as_tensor(), eps)?;
         let mlp = &block.mlp;
         let gated = (ops::silu(&mlp.gate_proj.forward(&h)?)? * mlp.up_proj.forward(&h)?)?;
@@ -265,6 +333,7 @@ impl Model {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
+        kv: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t, _) = x.dims3()?;
@@ -280,6 +349,10 @@ impl Model {
 
         let q = ops::apply_rope(&q, cos, sin)?;
         let k = ops::apply_rope(&k, cos, sin)?;
+        let (k, v) = match kv {
+            None => (k, v),
+            Some(slot) => append_kv(slot, &k, &v)?,
+        };
         let k = ops::repeat_kv(&k, c.kv_groups())?.contiguous()?;
         let v = ops::repeat_kv(&v, c.kv_groups())?.contiguous()?;
 
@@ -322,6 +395,101 @@ impl Model {
             var.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)?;
         }
         Ok(())
+    }
+}
+
+/// One layer's cached `(keys, values)`, each `[B, kv_heads, T_cached, head_dim]`, rope applied
+/// to the keys, detached.
+type LayerKv = Option<(Tensor, Tensor)>;
+
+/// Appends this step's keys and values (`[B, kv_heads, T, head_dim]`) to a layer's cache and
+/// returns everything cached so far.
+fn append_kv(slot: &mut LayerKv, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (k, v) = (k.detach(), v.detach());
+    let (k, v) = match slot.take() {
+        None => (k, v),
+        Some((past_k, past_v)) => (
+            Tensor::cat(&[&past_k, &k], 2)?,
+            Tensor::cat(&[&past_v, &v], 2)?,
+        ),
+    };
+    *slot = Some((k.clone(), v.clone()));
+    Ok((k, v))
+}
+
+/// The keys and values of every layer for the positions seen so far, for incremental decoding
+/// with [`Model::forward_cached`] (inference only: nothing in it tracks gradients).
+///
+/// Columns are batch-wide: a left-padded batch caches its pads too (the mask hides them).
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    /// Per layer; `None` until the first forward pass.
+    layers: Vec<LayerKv>,
+    /// Rope `(cos, sin)` tables `[n, head_dim]` for positions `0..n`, grown on demand.
+    rope: Option<(Tensor, Tensor)>,
+}
+
+impl KvCache {
+    pub fn new() -> KvCache {
+        KvCache::default()
+    }
+
+    /// Number of cached columns (time steps, padding included).
+    pub fn len(&self) -> usize {
+        self.first().map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of cached batch rows; `None` while empty.
+    pub fn batch_size(&self) -> Option<usize> {
+        self.first().map(|(k, _)| k.dims()[0])
+    }
+
+    /// Keeps only the given batch rows, in the given order (e.g. to drop finished sequences).
+    pub fn select_rows(&mut self, rows: &[u32]) -> Result<()> {
+        let Some(device) = self.first().map(|(k, _)| k.device().clone()) else {
+            return Ok(());
+        };
+        let index = Tensor::new(rows, &device)?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(&index, 0)?;
+            *v = v.index_select(&index, 0)?;
+        }
+        Ok(())
+    }
+
+    fn first(&self) -> Option<&(Tensor, Tensor)> {
+        self.layers.first().and_then(Option::as_ref)
+    }
+
+    /// Rope `(cos, sin)` at `positions` `[B, T]`, shaped `[B, 1, T, head_dim]`.
+    fn rope_rows(
+        &mut self,
+        rope: &Rope,
+        positions: &Tensor,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, t) = positions.dims2()?;
+        let needed = positions.flatten_all()?.max(0)?.to_scalar::<u32>()? as usize + 1;
+        let cached = self.rope.as_ref().map_or(0, |(cos, _)| cos.dims()[0]);
+        if cached < needed {
+            // Grow geometrically so that decoding recomputes the tables O(log T) times.
+            self.rope = Some(rope.tables(needed.next_power_of_two().max(64), dtype, device)?);
+        }
+        let (cos, sin) = self.rope.as_ref().expect("rope tables were just built");
+        let flat = positions.flatten_all()?;
+        let pick = |table: &Tensor| -> Result<Tensor> {
+            let d = table.dims()[1];
+            Ok(table
+                .index_select(&flat, 0)?
+                .reshape((b, t, d))?
+                .unsqueeze(1)?)
+        };
+        Ok((pick(cos)?, pick(sin)?))
     }
 }
 

@@ -87,3 +87,35 @@ pub fn assert_error(output: &Output, code: i32, needles: &[&str]) {
         );
     }
 }
+
+/// A fixture path under `tests/fixtures`.
+pub fn fixture(path: &str) -> PathBuf {
+    workspace_root().join("tests/fixtures").join(path)
+}
+
+/// Writes prompt/response pairs as JSONL.
+pub fn write_jsonl(path: &Path, examples: &[serde_json::Value]) {
+    let lines: Vec<String> = examples.iter().map(|e| e.to_string()).collect();
+    std::fs::write(path, lines.join("\n") + "\n").expect("write jsonl");
+}
+
+/// Writes `run.toml` in `dir` training `model` on `train` into `dir/out`, plus `extra` TOML.
+pub fn write_run_config(dir: &Path, model: &Path, train: &Path, extra: &str) -> PathBuf {
+    let config = format!(
+        "[model]\npath = {:?}\n\n[data]\ntrain = {:?}\n\n{extra}\n",
+        model.display().to_string(),
+        train.display().to_string()
+    );
+    let path = dir.join("run.toml");
+    std::fs::write(&path, config).expect("write run.toml");
+    path
+}
+
+/// The `metrics.jsonl` lines of a run.
+pub fn read_metrics(out_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
+        .expect("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
+        .collect()
+}

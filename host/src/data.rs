@@ -92,15 +92,17 @@ impl TextTokenizer {
 
     /// The prompt as a single user message through the tokenizer's chat template, ready for the reply.
     pub fn render_chat(&self, prompt: &str) -> Result<String> {
+        self.render_messages(&[serde_json::json!({"role": "user", "content": prompt})])
+    }
+
+    /// A conversation through the tokenizer's chat template, ending with the assistant's turn opened.
+    pub fn render_messages(&self, messages: &[Value]) -> Result<String> {
         let template = self.chat_template.as_deref().ok_or_else(|| {
-            anyhow!(
-                "[data] chat_template is on, but the tokenizer_config.json has no chat_template"
-            )
+            anyhow!("chat-format data or [data] chat_template needs a chat_template in tokenizer_config.json")
         })?;
         let mut env = minijinja::Environment::new();
         env.add_template("chat", template)
             .map_err(|e| anyhow!("tokenizer_config.json: chat_template does not parse: {e}"))?;
-        let messages = vec![serde_json::json!({"role": "user", "content": prompt})];
         env.get_template("chat")
             .and_then(|t| {
                 t.render(
@@ -111,48 +113,141 @@ impl TextTokenizer {
     }
 }
 
-/// One prompt/response pair as read from a file, with its line for error messages.
+/// One example as read from a file: a prompt (text, or a conversation for chat-format rows), the
+/// response, its 1-based line or row for error messages, and the whole row as metadata.
 #[derive(Clone, Debug)]
 pub struct Record {
+    /// The prompt text; for a chat row, the content of its last message before the reply.
     pub prompt: String,
+    /// For chat-format rows (`messages`): the conversation before the final assistant reply.
+    pub messages: Option<Vec<Value>>,
     pub response: String,
     pub line: usize,
+    pub row: Value,
 }
 
-/// Reads `prompt_key` and `response_key` from every line of a JSONL file.
+impl Record {
+    /// The text the model is conditioned on: the prompt, or the chat template's rendering of it.
+    pub fn prompt_text(&self, tokenizer: &TextTokenizer, chat_template: bool) -> Result<String> {
+        match (&self.messages, chat_template) {
+            (Some(messages), _) => tokenizer.render_messages(messages),
+            (None, true) => tokenizer.render_chat(&self.prompt),
+            (None, false) => Ok(self.prompt.clone()),
+        }
+    }
+}
+
+/// Reads every example of a JSONL or Parquet file (by extension). Keys may be dotted paths into
+/// nested objects or struct columns (`extra_info.question`, as in verl's parquet files). A row without
+/// the prompt key but with `messages` is a chat row: the last message is the response.
+pub fn read_records(path: &Path, prompt_key: &str, response_key: &str) -> Result<Vec<Record>> {
+    let shown = path.display().to_string();
+    let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let (rows, unit) = if is_parquet { (read_parquet_rows(path)?, "row") } else { (read_jsonl_rows(path)?, "line") };
+    let mut records = Vec::with_capacity(rows.len());
+    for (n, row) in rows {
+        let at = |message: String| anyhow!("{shown}:{n}: {message}");
+        let record = record_from_row(&row, n, prompt_key, response_key).map_err(|m| at(m))?;
+        if record.response.trim().is_empty() {
+            return Err(at(format!("empty response under `{response_key}`")));
+        }
+        records.push(record);
+    }
+    if records.is_empty() {
+        bail!("{shown}: no examples (every {unit} is empty)");
+    }
+    Ok(records)
+}
+
+/// Kept for callers that read JSONL by name; reads any supported format.
 pub fn read_jsonl(path: &Path, prompt_key: &str, response_key: &str) -> Result<Vec<Record>> {
+    read_records(path, prompt_key, response_key)
+}
+
+fn read_jsonl_rows(path: &Path) -> Result<Vec<(usize, Value)>> {
     let shown = path.display();
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read data file {shown}"))?;
-    let mut records = Vec::new();
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read data file {shown}"))?;
+    let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let n = i + 1;
         if line.trim().is_empty() {
             continue;
         }
-        let value: Value =
-            serde_json::from_str(line).map_err(|e| anyhow!("{shown}:{n}: malformed JSON: {e}"))?;
-        let field = |key: &str| -> Result<String> {
-            match value.get(key) {
-                Some(Value::String(s)) => Ok(s.clone()),
-                Some(other) => bail!("{shown}:{n}: key `{key}` must be a string, got {other}"),
-                None => bail!("{shown}:{n}: missing key `{key}`"),
-            }
-        };
-        let (prompt, response) = (field(prompt_key)?, field(response_key)?);
-        if response.trim().is_empty() {
-            bail!("{shown}:{n}: empty response under `{response_key}`");
+        let value = serde_json::from_str(line).map_err(|e| anyhow!("{shown}:{}: malformed JSON: {e}", i + 1))?;
+        rows.push((i + 1, value));
+    }
+    Ok(rows)
+}
+
+fn read_parquet_rows(path: &Path) -> Result<Vec<(usize, Value)>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let shown = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read data file {shown}"))?;
+    let reader = SerializedFileReader::new(file).map_err(|e| anyhow!("{shown}: not a readable Parquet file: {e}"))?;
+    let iter = reader.get_row_iter(None).map_err(|e| anyhow!("{shown}: cannot read rows: {e}"))?;
+    let mut rows = Vec::new();
+    for (i, row) in iter.enumerate() {
+        let row = row.map_err(|e| anyhow!("{shown}: row {}: {e}", i + 1))?;
+        rows.push((i + 1, row.to_json_value()));
+    }
+    Ok(rows)
+}
+
+/// Follows a dotted key through nested objects.
+fn lookup<'a>(row: &'a Value, key: &str) -> Option<&'a Value> {
+    key.split('.').try_fold(row, |value, part| value.get(part))
+}
+
+fn string_at(row: &Value, key: &str) -> Result<String, String> {
+    match lookup(row, key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(other) => Err(format!("key `{key}` must be a string, got {other}")),
+        None => {
+            let keys: Vec<&str> = row.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+            Err(format!("missing key `{key}` (the row has: {})", keys.join(", ")))
         }
-        records.push(Record {
-            prompt,
-            response,
-            line: n,
-        });
     }
-    if records.is_empty() {
-        bail!("{shown}: no examples");
+}
+
+fn record_from_row(row: &Value, line: usize, prompt_key: &str, response_key: &str) -> Result<Record, String> {
+    if !row.is_object() {
+        return Err(format!("expected a JSON object, got {row}"));
     }
-    Ok(records)
+    if lookup(row, prompt_key).is_none() {
+        if let Some(messages) = row.get("messages") {
+            return chat_record(row, messages, line);
+        }
+    }
+    Ok(Record {
+        prompt: string_at(row, prompt_key)?,
+        messages: None,
+        response: string_at(row, response_key)?,
+        line,
+        row: row.clone(),
+    })
+}
+
+/// A chat row: `messages` ending with the assistant's reply, which is the response.
+fn chat_record(row: &Value, messages: &Value, line: usize) -> Result<Record, String> {
+    let list = messages.as_array().ok_or("`messages` must be a list of {role, content}")?;
+    let Some((last, before)) = list.split_last() else { return Err("`messages` is empty".into()) };
+    let content = |m: &Value| m.get("content").and_then(Value::as_str).map(str::to_string);
+    if last.get("role").and_then(Value::as_str) != Some("assistant") {
+        return Err("the last entry of `messages` must have role \"assistant\" (it is the response)".into());
+    }
+    let response = content(last).ok_or("the last message has no string `content`")?;
+    if before.is_empty() {
+        return Err("`messages` has no prompt before the assistant reply".into());
+    }
+    if let Some(i) = before.iter().position(|m| content(m).is_none() || m.get("role").and_then(Value::as_str).is_none()) {
+        return Err(format!("messages[{i}] needs a string `role` and `content`"));
+    }
+    Ok(Record {
+        prompt: before.last().and_then(content).unwrap_or_default(),
+        messages: Some(before.to_vec()),
+        response,
+        line,
+        row: row.clone(),
+    })
 }
 
 /// A tokenised example: the loss positions are `ids[prompt_len..]` (response and EOS).

@@ -19,7 +19,8 @@ use crate::config::{LrScheduler, RunConfig};
 use crate::data::{self, Batch, Dataset, Example, TextTokenizer};
 use crate::plugins::objective::ObjectiveInputs;
 use crate::plugins::params::ParamSet;
-use crate::plugins::{LoadedPlugin, ObjectivePlugin, SearchPath};
+use crate::plugins::{LoadedPlugin, MixerPlugin, ObjectivePlugin, SearchPath};
+use crate::sampler::{Sampler, SetCursor};
 
 /// What a finished run reports.
 #[derive(Debug, Clone)]
@@ -38,9 +39,9 @@ pub struct TrainerState {
     /// Optimizer steps done.
     pub step: u64,
     pub total_steps: u64,
-    /// Data cursor: the epoch and the position in that epoch's order.
-    pub epoch: u64,
-    pub cursor: usize,
+    /// The training sets by name, and where each one's reading stands.
+    pub sets: Vec<String>,
+    pub cursors: Vec<SetCursor>,
     pub seed: u64,
     pub batch_size: usize,
     pub objective: String,
@@ -61,15 +62,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     // Model, tokenizer and data.
     let model_dir = &config.model.path;
     if !model_dir.is_dir() {
-        bail!(
-            "[model] path {}: no such model directory",
-            model_dir.display()
-        );
+        bail!("[model] path {}: no such model directory", model_dir.display());
     }
     let mut model = Model::load(model_dir, &device)?;
     let tokenizer = TextTokenizer::from_model_dir(model_dir, model.config())?;
-    let dataset = load_training_data(config, &tokenizer)?;
-    let n = dataset.examples.len();
+    let sets = load_training_data(config, &tokenizer)?;
+    let n: usize = sets.iter().map(|s| s.examples.len()).sum();
     let batch_size = config.train.batch_size;
     let micro = config.micro_batch_size();
     let total_steps = match (config.train.max_steps, config.train.epochs) {
@@ -79,18 +77,19 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     };
 
     // The objective, with a `percentile` turned into `q` from the base model's token probabilities.
-    let plugin_name = options
-        .objective_override
-        .unwrap_or(&config.objective.plugin);
-    let objective = load_objective(
-        config,
-        plugin_name,
-        options.search,
-        &model,
-        &dataset,
-        &tokenizer,
-    )?;
+    let plugin_name = options.objective_override.unwrap_or(&config.objective.plugin);
+    let objective = load_objective(config, plugin_name, options.search, &model, &sets, &tokenizer)?;
     let needs = objective.needs();
+    let mixer = load_mixer(config, options.search)?;
+    let set_infos: Vec<plugin_api::TrainingSet> = sets
+        .iter()
+        .map(|set| plugin_api::TrainingSet {
+            name: set.name.as_str().into(),
+            size: set.examples.len() as u64,
+            domain: abi_stable::std_types::ROption::RNone,
+            mean_confidence: abi_stable::std_types::ROption::RNone,
+        })
+        .collect();
 
     let adamw = AdamWConfig {
         lr: config.optim.lr,
@@ -103,8 +102,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let mut state = TrainerState {
         step: 0,
         total_steps,
-        epoch: 0,
-        cursor: 0,
+        sets: sets.iter().map(|s| s.name.clone()).collect(),
+        cursors: vec![SetCursor::default(); sets.len()],
         seed: config.train.seed,
         batch_size,
         objective: objective.name().to_string(),
@@ -116,29 +115,17 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         if let Some(checkpoint) = latest_checkpoint(out_dir)? {
             let saved: TrainerState = read_state(&checkpoint)?;
             for (what, ours, theirs) in [
-                (
-                    "total steps",
-                    total_steps.to_string(),
-                    saved.total_steps.to_string(),
-                ),
-                (
-                    "[train] seed",
-                    state.seed.to_string(),
-                    saved.seed.to_string(),
-                ),
-                (
-                    "[train] batch_size",
-                    batch_size.to_string(),
-                    saved.batch_size.to_string(),
-                ),
-                (
-                    "objective",
-                    state.objective.clone(),
-                    saved.objective.clone(),
-                ),
+                ("total steps", total_steps.to_string(), saved.total_steps.to_string()),
+                ("[train] seed", state.seed.to_string(), saved.seed.to_string()),
+                ("[train] batch_size", batch_size.to_string(), saved.batch_size.to_string()),
+                ("objective", state.objective.clone(), saved.objective.clone()),
+                ("training sets", state.sets.join(", "), saved.sets.join(", ")),
             ] {
                 if ours != theirs {
-                    bail!("cannot resume from {}: it was made with {what} {theirs}, this run has {ours}", checkpoint.display());
+                    bail!(
+                        "cannot resume from {}: it was made with {what} {theirs}, this run has {ours}",
+                        checkpoint.display()
+                    );
                 }
             }
             model = Model::load(&checkpoint, &device)?;
@@ -146,16 +133,11 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             optimizer.check_matches(model.params())?;
             resumed_from = Some(saved.step);
             state = saved;
-            tracing::info!(
-                "resuming from {} (step {})",
-                checkpoint.display(),
-                state.step
-            );
+            tracing::info!("resuming from {} (step {})", checkpoint.display(), state.step);
         }
     }
 
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("cannot create {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), state.step)?;
     let progress = Progress::new(total_steps, state.step);
     tracing::info!(
@@ -168,31 +150,29 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let pad_id = tokenizer.eos_id;
     let started = Instant::now();
     let (mut first_loss, mut last_loss, mut tokens_seen) = (None, None, 0usize);
-    let mut order = data::epoch_order(n, state.seed, state.epoch, config.data.shuffle);
+    let mut sampler = Sampler::new(&sets, state.seed, config.data.shuffle, Some(state.cursors.clone()));
     while state.step < total_steps {
         let step = state.step + 1;
         let step_started = Instant::now();
         let lr = learning_rate(config, step, total_steps);
         optimizer.set_lr(lr);
 
-        // The batch: the next `batch_size` examples of the epoch order, wrapping into the next epoch.
-        let mut indices = Vec::with_capacity(batch_size);
-        while indices.len() < batch_size {
-            if state.cursor == n {
-                state.epoch += 1;
-                state.cursor = 0;
-                order = data::epoch_order(n, state.seed, state.epoch, config.data.shuffle);
-            }
-            indices.push(order[state.cursor]);
-            state.cursor += 1;
-        }
+        // The batch: each slot's set drawn by the mixer's weights, then that set's next example.
+        let weights = mixer.weights(&set_infos, step, total_steps, state.seed)?;
+        let indices = sampler.draw(step, batch_size, &weights);
+        state.cursors = sampler.cursors.clone();
+        let mut tokens_by_set = vec![0usize; sets.len()];
+        let mut examples_by_set = vec![0usize; sets.len()];
 
         let micro_batches = batch_size / micro;
         let mut grads: Option<engine::Grads> = None;
-        let (mut loss_sum, mut loss_batches, mut tokens, mut loss_tokens) =
-            (0.0f64, 0usize, 0usize, 0usize);
+        let (mut loss_sum, mut loss_batches, mut tokens, mut loss_tokens) = (0.0f64, 0usize, 0usize, 0usize);
         for chunk in indices.chunks(micro) {
-            let rows: Vec<&Example> = chunk.iter().map(|&i| &dataset.examples[i]).collect();
+            let rows: Vec<&Example> = chunk.iter().map(|&(s, i)| &sets[s].examples[i]).collect();
+            for &(s, i) in chunk {
+                tokens_by_set[s] += sets[s].examples[i].ids.len();
+                examples_by_set[s] += 1;
+            }
             let batch = Batch::new(&rows, pad_id, &device)?;
             tokens += batch.tokens;
             let logits = model.forward(&batch.ids)?;
@@ -200,10 +180,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             let logp_values: Vec<f32> = logp.flatten_all()?.to_vec1()?;
             let (entropy, top1) = if needs.entropy || needs.top1_prob {
                 let (e, t) = engine::token_entropy_and_top1(&logits)?;
-                (
-                    Some(e.flatten_all()?.to_vec1::<f32>()?),
-                    Some(t.flatten_all()?.to_vec1::<f32>()?),
-                )
+                (Some(e.flatten_all()?.to_vec1::<f32>()?), Some(t.flatten_all()?.to_vec1::<f32>()?))
             } else {
                 (None, None)
             };
@@ -220,9 +197,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                 .with_context(|| format!("step {step}"))?;
 
             // The micro-batch's token mean over included positions, averaged over micro-batches.
-            let included: Vec<bool> = (0..logp_values.len())
-                .map(|i| batch.loss_mask[i] == 1 && values.include[i] == 1)
-                .collect();
+            let included: Vec<bool> =
+                (0..logp_values.len()).map(|i| batch.loss_mask[i] == 1 && values.include[i] == 1).collect();
             let count = included.iter().filter(|&&k| k).count();
             loss_tokens += count;
             if count == 0 {
@@ -230,18 +206,9 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             }
             let scale = 1.0 / (count as f64 * micro_batches as f64);
             let weights: Vec<f32> = (0..logp_values.len())
-                .map(|i| {
-                    if included[i] {
-                        (values.weight[i] as f64 * scale) as f32
-                    } else {
-                        0.0
-                    }
-                })
+                .map(|i| if included[i] { (values.weight[i] as f64 * scale) as f32 } else { 0.0 })
                 .collect();
-            let loss: f64 = (0..logp_values.len())
-                .filter(|&i| included[i])
-                .map(|i| values.loss[i] as f64)
-                .sum();
+            let loss: f64 = (0..logp_values.len()).filter(|&i| included[i]).map(|i| values.loss[i] as f64).sum();
             loss_sum += loss / count as f64;
             loss_batches += 1;
 
@@ -284,18 +251,15 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             "tokens": tokens,
             "loss_tokens": loss_tokens,
             "tokens_per_s": tokens_per_second,
-            "epoch": state.epoch as f64 + state.cursor as f64 / n as f64,
+            "epoch": (step as f64 * batch_size as f64) / n as f64,
+            "tokens_by_set": by_set(&sets, &tokens_by_set),
+            "examples_by_set": by_set(&sets, &examples_by_set),
         }))?;
         progress.step(step, loss, tokens_per_second);
 
         let save_every = config.train.save_every;
         if save_every > 0 && step % save_every == 0 && step < total_steps {
-            save_checkpoint(
-                &model,
-                &optimizer,
-                &state,
-                &out_dir.join(format!("checkpoint-{step}")),
-            )?;
+            save_checkpoint(&model, &optimizer, &state, &out_dir.join(format!("checkpoint-{step}")))?;
         }
     }
     progress.finish();
@@ -313,37 +277,40 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     })
 }
 
-/// Reads and tokenises every training file into one set (sets are concatenated).
-fn load_training_data(config: &RunConfig, tokenizer: &TextTokenizer) -> Result<Dataset> {
-    let mut all = Dataset {
-        name: "train".into(),
-        examples: Vec::new(),
-        truncated: 0,
-        dropped: 0,
-    };
+/// `{"set name": count, ...}` for metrics.jsonl.
+fn by_set(sets: &[Dataset], counts: &[usize]) -> serde_json::Value {
+    sets.iter().zip(counts).map(|(set, &count)| (set.name.clone(), serde_json::json!(count))).collect()
+}
+
+/// Reads and tokenises every training file as a named set (named by its file stem).
+fn load_training_data(config: &RunConfig, tokenizer: &TextTokenizer) -> Result<Vec<Dataset>> {
+    let mut sets: Vec<Dataset> = Vec::new();
     for file in config.data.train.files() {
-        let records = data::read_jsonl(&file, &config.data.prompt_key, &config.data.response_key)?;
-        let name = file.display().to_string();
-        let set = data::tokenize(
-            &name,
-            &records,
-            tokenizer,
-            Some(config.data.max_length),
-            config.data.chat_template,
-        )?;
+        let records = data::read_records(&file, &config.data.prompt_key, &config.data.response_key)?;
+        let stem = file.file_stem().map_or("train".to_string(), |s| s.to_string_lossy().into_owned());
+        let name = if sets.iter().any(|s| s.name == stem) { format!("{stem}-{}", sets.len()) } else { stem };
+        let shown = file.display().to_string();
+        let set = data::tokenize(&name, &records, tokenizer, Some(config.data.max_length), config.data.chat_template)
+            .with_context(|| shown.clone())?;
         if set.truncated > 0 || set.dropped > 0 {
             tracing::warn!(
-                "{name}: {} examples truncated and {} dropped at max_length {}",
+                "{shown}: {} examples truncated and {} dropped at max_length {}",
                 set.truncated,
                 set.dropped,
                 config.data.max_length
             );
         }
-        all.examples.extend(set.examples);
-        all.truncated += set.truncated;
-        all.dropped += set.dropped;
+        sets.push(set);
     }
-    Ok(all)
+    Ok(sets)
+}
+
+/// The data mixer of `[mixer]` with its parameters.
+fn load_mixer(config: &RunConfig, search: &SearchPath) -> Result<MixerPlugin> {
+    let plugin = LoadedPlugin::load(search, &config.mixer.plugin, PluginKind::Mixer)?;
+    let given: Vec<(String, toml::Value)> = config.mixer.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let params = ParamSet::from_toml(plugin.params(), &given, "[mixer.params]")?;
+    MixerPlugin::create(plugin, &params)
 }
 
 /// Loads the objective plugin with the config's parameters; `percentile = K` becomes `q`, the K-th
@@ -353,23 +320,19 @@ fn load_objective(
     name: &str,
     search: &SearchPath,
     model: &Model,
-    dataset: &Dataset,
+    sets: &[Dataset],
     tokenizer: &TextTokenizer,
 ) -> Result<ObjectivePlugin> {
     let plugin = LoadedPlugin::load(search, name, PluginKind::Objective)?;
-    let given: Vec<(String, toml::Value)> = config
-        .objective
-        .params
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let given: Vec<(String, toml::Value)> =
+        config.objective.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut params = ParamSet::from_toml(plugin.params(), &given, "[objective.params]")?;
-    if let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q"))
-    {
+    if let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q")) {
         if !(0.0..=100.0).contains(&k) {
             bail!("[objective.params] percentile must be in [0, 100], got {k}");
         }
-        let logp = crate::score::response_logprobs(model, &dataset.examples, tokenizer.eos_id, 8)?;
+        let examples: Vec<Example> = sets.iter().flat_map(|s| s.examples.iter().cloned()).collect();
+        let logp = crate::score::response_logprobs(model, &examples, tokenizer.eos_id, 8)?;
         let probabilities: Vec<f64> = logp.iter().flatten().map(|&lp| (lp as f64).exp()).collect();
         let q = crate::score::percentile(&probabilities, k);
         tracing::info!("percentile {k} of the base model's token probabilities is q = {q:.6}");
@@ -400,12 +363,7 @@ const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "trainer_state.json";
 
 /// A Hugging Face checkpoint plus optimizer and trainer state, written atomically.
-fn save_checkpoint(
-    model: &Model,
-    optimizer: &AdamW,
-    state: &TrainerState,
-    dir: &Path,
-) -> Result<()> {
+fn save_checkpoint(model: &Model, optimizer: &AdamW, state: &TrainerState, dir: &Path) -> Result<()> {
     engine::checkpoint::save_with(model, dir, |tmp| {
         optimizer.save_state(tmp.join(OPTIMIZER_FILE))?;
         std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
@@ -417,8 +375,7 @@ fn save_checkpoint(
 
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
@@ -436,10 +393,7 @@ pub fn latest_checkpoint(out_dir: &Path) -> Result<Option<PathBuf>> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let step = if name == "final" {
             read_state(&path)?.step
-        } else if let Some(step) = name
-            .strip_prefix("checkpoint-")
-            .and_then(|s| s.parse().ok())
-        {
+        } else if let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse().ok()) {
             step
         } else {
             continue;
@@ -471,8 +425,7 @@ impl MetricsLog {
                 .collect(),
             _ => Vec::new(),
         };
-        let mut file = std::fs::File::create(path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let mut file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
         for line in kept {
             writeln!(file, "{line}")?;
         }
@@ -497,10 +450,8 @@ impl Progress {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:30} {pos}/{len} steps  {msg}  ETA {eta}",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             bar.set_position(done);
             bar
@@ -515,10 +466,7 @@ impl Progress {
                 bar.set_position(step);
                 bar.set_message(format!("loss {loss}  {tokens_per_second:.0} tok/s"));
             }
-            None => eprintln!(
-                "step {step}/{}  loss {loss}  {tokens_per_second:.0} tok/s",
-                self.total
-            ),
+            None => eprintln!("step {step}/{}  loss {loss}  {tokens_per_second:.0} tok/s", self.total),
         }
     }
 

@@ -32,20 +32,15 @@ pub fn save(model: &Model, dir: impl AsRef<Path>) -> Result<()> {
 
 /// Like [`save`], and lets `extra` write more files (optimizer state, trainer state, ...) into
 /// the directory before it is moved into place.
-pub fn save_with(
-    model: &Model,
-    dir: impl AsRef<Path>,
-    extra: impl FnOnce(&Path) -> Result<()>,
-) -> Result<()> {
+pub fn save_with(model: &Model, dir: impl AsRef<Path>, extra: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     write_dir_atomically(dir.as_ref(), |tmp| {
         write_config(model, &tmp.join("config.json"))?;
         write_weights(model, &tmp.join(weights::SINGLE_FILE))?;
         for name in COPIED_FILES {
             let src = model.source_dir().join(name);
             if src.is_file() {
-                std::fs::copy(&src, tmp.join(name)).with_context(|| {
-                    format!("cannot copy {} into the checkpoint", src.display())
-                })?;
+                std::fs::copy(&src, tmp.join(name))
+                    .with_context(|| format!("cannot copy {} into the checkpoint", src.display()))?;
             }
         }
         extra(tmp)
@@ -55,20 +50,11 @@ pub fn save_with(
 /// The original `config.json`, with its dtype key saying float32.
 fn write_config(model: &Model, path: &Path) -> Result<()> {
     let mut raw = model.config().raw.clone();
-    let Some(obj) = raw.as_object_mut() else {
-        bail!("model config is not a JSON object")
-    };
+    let Some(obj) = raw.as_object_mut() else { bail!("model config is not a JSON object") };
     // Keep the layout the file had: transformers 5 writes `dtype`, older ones `torch_dtype`.
-    let mut keys: Vec<&str> = ["dtype", "torch_dtype"]
-        .into_iter()
-        .filter(|k| obj.contains_key(*k))
-        .collect();
+    let mut keys: Vec<&str> = ["dtype", "torch_dtype"].into_iter().filter(|k| obj.contains_key(*k)).collect();
     if keys.is_empty() {
-        keys.push(if obj.contains_key("rope_parameters") {
-            "dtype"
-        } else {
-            "torch_dtype"
-        });
+        keys.push(if obj.contains_key("rope_parameters") { "dtype" } else { "torch_dtype" });
     }
     for key in keys {
         obj.insert(key.to_string(), Value::String("float32".to_string()));
@@ -94,12 +80,10 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     let tmp = sibling(dir, "tmp")?;
     let old = sibling(dir, "old")?;
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)
-            .with_context(|| format!("cannot remove stale {}", tmp.display()))?;
+        std::fs::remove_dir_all(&tmp).with_context(|| format!("cannot remove stale {}", tmp.display()))?;
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
     }
     std::fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
 
@@ -111,26 +95,19 @@ pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
     let replacing = dir.exists();
     if replacing {
         if old.exists() {
-            std::fs::remove_dir_all(&old)
-                .with_context(|| format!("cannot remove stale {}", old.display()))?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove stale {}", old.display()))?;
         }
-        std::fs::rename(dir, &old)
-            .with_context(|| format!("cannot move the existing {} aside", dir.display()))?;
+        std::fs::rename(dir, &old).with_context(|| format!("cannot move the existing {} aside", dir.display()))?;
     }
     if let Err(e) = std::fs::rename(&tmp, dir) {
         if replacing {
             let _ = std::fs::rename(&old, dir);
         }
         let _ = std::fs::remove_dir_all(&tmp);
-        return Err(anyhow::Error::new(e).context(format!(
-            "cannot move {} to {}",
-            tmp.display(),
-            dir.display()
-        )));
+        return Err(anyhow::Error::new(e).context(format!("cannot move {} to {}", tmp.display(), dir.display())));
     }
     if replacing {
-        std::fs::remove_dir_all(&old)
-            .with_context(|| format!("cannot remove the replaced {}", old.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("cannot remove the replaced {}", old.display()))?;
     }
     Ok(())
 }

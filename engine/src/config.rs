@@ -87,50 +87,35 @@ impl ModelConfig {
     /// Reads a `config.json` at any path.
     pub fn from_file(path: impl AsRef<Path>) -> Result<ModelConfig> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read model config", path.display()))?;
-        let raw: Value = serde_json::from_str(&text)
-            .with_context(|| format!("{}: not valid JSON", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("{}: cannot read model config", path.display()))?;
+        let raw: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))?;
         Self::from_json(raw, path)
     }
 
     /// Interprets an already parsed `config.json`; `path` is only used in messages.
     pub fn from_json(raw: Value, path: &Path) -> Result<ModelConfig> {
         let Some(obj) = raw.as_object() else {
-            bail!(
-                "{}: expected a JSON object at the top level",
-                path.display()
-            );
+            bail!("{}: expected a JSON object at the top level", path.display());
         };
         let j = Json { obj, file: path };
 
         let architecture = architecture_of(&j)?;
         if let Some(act) = j.opt_str("hidden_act")? {
             if act != "silu" {
-                bail!(
-                    "{}: key `hidden_act` is {act:?}; only \"silu\" is supported",
-                    j.file.display()
-                );
+                bail!("{}: key `hidden_act` is {act:?}; only \"silu\" is supported", j.file.display());
             }
         }
         if j.opt_bool("use_sliding_window")? == Some(true) {
-            bail!(
-                "{}: key `use_sliding_window` is true; sliding-window attention is not supported",
-                j.file.display()
-            );
+            bail!("{}: key `use_sliding_window` is true; sliding-window attention is not supported", j.file.display());
         }
 
         let hidden_size = j.usize("hidden_size")?;
         let num_attention_heads = j.usize("num_attention_heads")?;
         if num_attention_heads == 0 {
-            bail!(
-                "{}: key `num_attention_heads` must be positive",
-                j.file.display()
-            );
+            bail!("{}: key `num_attention_heads` must be positive", j.file.display());
         }
-        let num_key_value_heads = j
-            .opt_usize("num_key_value_heads")?
-            .unwrap_or(num_attention_heads);
+        let num_key_value_heads = j.opt_usize("num_key_value_heads")?.unwrap_or(num_attention_heads);
         if num_key_value_heads == 0 || num_attention_heads % num_key_value_heads != 0 {
             bail!(
                 "{}: key `num_key_value_heads` ({num_key_value_heads}) must divide `num_attention_heads` ({num_attention_heads})",
@@ -150,10 +135,7 @@ impl ModelConfig {
             }
         };
         if head_dim % 2 != 0 {
-            bail!(
-                "{}: head dimension {head_dim} must be even for rope",
-                j.file.display()
-            );
+            bail!("{}: head dimension {head_dim} must be even for rope", j.file.display());
         }
 
         let (rope_theta, rope_scaling) = rope_of(&j)?;
@@ -219,10 +201,7 @@ fn architecture_of(j: &Json) -> Result<Architecture> {
             Some(other) => other.to_string(),
             None => bail!("{}: missing key `architectures`", j.file.display()),
         },
-        Some(other) => bail!(
-            "{}: key `architectures` must be a list, got {other}",
-            j.file.display()
-        ),
+        Some(other) => bail!("{}: key `architectures` must be a list, got {other}", j.file.display()),
     };
     match name.as_str() {
         "Qwen2ForCausalLM" => Ok(Architecture::Qwen2),
@@ -242,25 +221,14 @@ fn rope_of(j: &Json) -> Result<(f64, Option<Llama3RopeScaling>)> {
         Some(Value::Null) | None => match j.obj.get("rope_scaling") {
             Some(Value::Object(p)) => (Some(p), "rope_scaling"),
             Some(Value::Null) | None => (None, "rope_scaling"),
-            Some(other) => bail!(
-                "{}: key `rope_scaling` must be an object or null, got {other}",
-                j.file.display()
-            ),
+            Some(other) => bail!("{}: key `rope_scaling` must be an object or null, got {other}", j.file.display()),
         },
-        Some(other) => bail!(
-            "{}: key `rope_parameters` must be an object, got {other}",
-            j.file.display()
-        ),
+        Some(other) => bail!("{}: key `rope_parameters` must be an object, got {other}", j.file.display()),
     };
 
     // rope_theta lives inside rope_parameters in the newer layout, at the top level otherwise.
     let nested = params.map(|obj| Json { obj, file: j.file });
-    let theta = match nested
-        .as_ref()
-        .map(|n| n.opt_f64("rope_theta"))
-        .transpose()?
-        .flatten()
-    {
+    let theta = match nested.as_ref().map(|n| n.opt_f64("rope_theta")).transpose()?.flatten() {
         Some(t) => t,
         None => j.opt_f64("rope_theta")?.unwrap_or(10000.0),
     };
@@ -293,10 +261,7 @@ fn rope_of(j: &Json) -> Result<(f64, Option<Llama3RopeScaling>)> {
                 },
             };
             if scaling.high_freq_factor <= scaling.low_freq_factor {
-                bail!(
-                    "{}: `{params_key}`: high_freq_factor must exceed low_freq_factor",
-                    j.file.display()
-                );
+                bail!("{}: `{params_key}`: high_freq_factor must exceed low_freq_factor", j.file.display());
             }
             Ok((theta, Some(scaling)))
         }
@@ -320,15 +285,11 @@ impl Json<'_> {
     }
 
     fn wrong(&self, key: &str, want: &str, got: &Value) -> anyhow::Error {
-        anyhow::anyhow!(
-            "{}: key `{key}` must be {want}, got {got}",
-            self.file.display()
-        )
+        anyhow::anyhow!("{}: key `{key}` must be {want}, got {got}", self.file.display())
     }
 
     fn usize(&self, key: &str) -> Result<usize> {
-        self.opt_usize(key)?
-            .ok_or_else(|| anyhow::anyhow!("{}: missing key `{key}`", self.file.display()))
+        self.opt_usize(key)?.ok_or_else(|| anyhow::anyhow!("{}: missing key `{key}`", self.file.display()))
     }
 
     fn opt_usize(&self, key: &str) -> Result<Option<usize>> {
@@ -352,30 +313,21 @@ impl Json<'_> {
     fn opt_f64(&self, key: &str) -> Result<Option<f64>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_f64()
-                .map(Some)
-                .ok_or_else(|| self.wrong(key, "a number", v)),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| self.wrong(key, "a number", v)),
         }
     }
 
     fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_bool()
-                .map(Some)
-                .ok_or_else(|| self.wrong(key, "true or false", v)),
+            Some(v) => v.as_bool().map(Some).ok_or_else(|| self.wrong(key, "true or false", v)),
         }
     }
 
     fn opt_str(&self, key: &str) -> Result<Option<&str>> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v
-                .as_str()
-                .map(Some)
-                .ok_or_else(|| self.wrong(key, "a string", v)),
+            Some(v) => v.as_str().map(Some).ok_or_else(|| self.wrong(key, "a string", v)),
         }
     }
 
@@ -388,9 +340,7 @@ impl Json<'_> {
                 .iter()
                 .map(|v| as_id(v).ok_or_else(|| self.wrong(key, "a token id or a list of them", v)))
                 .collect(),
-            Some(v) => as_id(v)
-                .map(|id| vec![id])
-                .ok_or_else(|| self.wrong(key, "a token id or a list of them", v)),
+            Some(v) => as_id(v).map(|id| vec![id]).ok_or_else(|| self.wrong(key, "a token id or a list of them", v)),
         }
     }
 }

@@ -15,9 +15,10 @@
 //! * **Choosing a token.** `temperature == 0` is greedy (arg-max). Otherwise the logits are
 //!   divided by the temperature, the distribution is cut to its nucleus (`top_p`: the smallest
 //!   set of most likely tokens whose mass reaches `top_p`, as transformers' `TopPLogitsWarper`),
-//!   and a token is drawn with a [`SplitMix64`] generator. Sample `j` of every prompt draws
-//!   from its own stream, seeded from `(seed, j)`: results reproduce from the seed and do not
-//!   depend on which other prompts share the call.
+//!   and a token is drawn with a [`SplitMix64`] generator. Sample `j` of a prompt draws from its
+//!   own stream, seeded from `(seed, the prompt's tokens, j)`: results reproduce from the seed,
+//!   do not depend on which other prompts share the call, and differ between prompts (so samples
+//!   of different examples are not correlated).
 //! * **Stopping.** A row stops at any of `stop_token_ids` (the stop token is not returned), at
 //!   `max_new_tokens`, or when the caller's hook (see [`generate_with_hook`]) says so, e.g.
 //!   after decoding a stop string.
@@ -79,18 +80,12 @@ impl Default for GenerationConfig {
 impl GenerationConfig {
     /// The defaults, stopping at the EOS ids of the model's `config.json`.
     pub fn for_model(model: &Model) -> GenerationConfig {
-        GenerationConfig {
-            stop_token_ids: model.config().eos_token_ids.clone(),
-            ..GenerationConfig::default()
-        }
+        GenerationConfig { stop_token_ids: model.config().eos_token_ids.clone(), ..GenerationConfig::default() }
     }
 
     fn validate(&self) -> Result<()> {
         if !(self.temperature >= 0.0 && self.temperature.is_finite()) {
-            bail!(
-                "temperature must be finite and >= 0, got {}",
-                self.temperature
-            );
+            bail!("temperature must be finite and >= 0, got {}", self.temperature);
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             bail!("top_p must be in (0, 1], got {}", self.top_p);
@@ -126,11 +121,7 @@ pub struct Completion {
 
 /// Generates `config.num_samples` continuations of each prompt; `result[i][j]` is sample `j` of
 /// prompt `i`. All rows run as one batch: callers with many prompts pass them in chunks.
-pub fn generate(
-    model: &Model,
-    prompts: &[Vec<u32>],
-    config: &GenerationConfig,
-) -> Result<Vec<Vec<Completion>>> {
+pub fn generate(model: &Model, prompts: &[Vec<u32>], config: &GenerationConfig) -> Result<Vec<Vec<Completion>>> {
     generate_with_hook(model, prompts, config, |_, _, _| false)
 }
 
@@ -151,22 +142,18 @@ pub fn generate_with_hook(
     if prompts.is_empty() {
         return Ok(Vec::new());
     }
-    let runs = if config.is_greedy() {
-        1
-    } else {
-        config.num_samples
-    };
+    let runs = if config.is_greedy() { 1 } else { config.num_samples };
     let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
     let mut rows: Vec<Row> = prompts
         .iter()
         .enumerate()
-        .flat_map(|(prompt, ids)| (0..runs).map(move |sample| (prompt, sample, ids.len())))
-        .map(|(prompt, sample, len)| Row {
+        .flat_map(|(prompt, ids)| (0..runs).map(move |sample| (prompt, sample, ids)))
+        .map(|(prompt, sample, ids)| Row {
             prompt,
             sample,
-            pad: width - len,
+            pad: width - ids.len(),
             tokens: Vec::new(),
-            rng: SplitMix64::for_stream(config.seed, sample as u64),
+            rng: SplitMix64::for_stream(config.seed ^ prompt_hash(ids), sample as u64),
             finish: None,
         })
         .collect();
@@ -177,10 +164,7 @@ pub fn generate_with_hook(
 
     let mut out: Vec<Vec<Completion>> = vec![Vec::with_capacity(config.num_samples); prompts.len()];
     for row in rows {
-        let completion = Completion {
-            tokens: row.tokens,
-            finish_reason: row.finish.unwrap_or(FinishReason::Length),
-        };
+        let completion = Completion { tokens: row.tokens, finish_reason: row.finish.unwrap_or(FinishReason::Length) };
         out[row.prompt].push(completion);
     }
     if runs == 1 {
@@ -255,10 +239,7 @@ fn decode(
         }
 
         // One step: each active row's last token, at column `cache.len()`.
-        let last: Vec<u32> = active
-            .iter()
-            .map(|&r| rows[r].tokens[rows[r].tokens.len() - 1])
-            .collect();
+        let last: Vec<u32> = active.iter().map(|&r| rows[r].tokens[rows[r].tokens.len() - 1]).collect();
         let ids = Tensor::from_vec(last, (active.len(), 1), device)?;
         let pads: Vec<usize> = active.iter().map(|&r| rows[r].pad).collect();
         let (positions, mask) = positions_and_mask(&pads, cache.len(), 1, device)?;
@@ -267,12 +248,7 @@ fn decode(
 }
 
 /// The next token of every active row from the last-position logits `[B, V]`.
-fn choose_tokens(
-    logits: &Tensor,
-    config: &GenerationConfig,
-    rows: &mut [Row],
-    active: &[usize],
-) -> Result<Vec<u32>> {
+fn choose_tokens(logits: &Tensor, config: &GenerationConfig, rows: &mut [Row], active: &[usize]) -> Result<Vec<u32>> {
     if config.is_greedy() {
         return Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
     }
@@ -280,14 +256,7 @@ fn choose_tokens(
     active
         .iter()
         .zip(&logits)
-        .map(|(&r, row_logits)| {
-            sample_token(
-                row_logits,
-                config.temperature,
-                config.top_p,
-                &mut rows[r].rng,
-            )
-        })
+        .map(|(&r, row_logits)| sample_token(row_logits, config.temperature, config.top_p, &mut rows[r].rng))
         .collect()
 }
 
@@ -296,12 +265,7 @@ fn choose_tokens(
 ///
 /// Query column `q` may attend to key column `k` when `k <= q` (causal) and `k` is a real token
 /// (`k >= pad`), or `k == q` (a pad attends to itself only, so that no row is fully masked).
-fn positions_and_mask(
-    pads: &[usize],
-    past: usize,
-    t: usize,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
+fn positions_and_mask(pads: &[usize], past: usize, t: usize, device: &Device) -> Result<(Tensor, Tensor)> {
     let keys = past + t;
     let mut positions = Vec::with_capacity(pads.len() * t);
     let mut mask = Vec::with_capacity(pads.len() * t * keys);
@@ -319,20 +283,12 @@ fn positions_and_mask(
         }
     }
     let b = pads.len();
-    Ok((
-        Tensor::from_vec(positions, (b, t), device)?,
-        Tensor::from_vec(mask, (b, 1, t, keys), device)?,
-    ))
+    Ok((Tensor::from_vec(positions, (b, t), device)?, Tensor::from_vec(mask, (b, 1, t, keys), device)?))
 }
 
 /// Draws a token from `logits` scaled by `1 / temperature` and cut to the `top_p` nucleus;
 /// `temperature == 0` returns the arg-max (the first one on ties). Computed in float64.
-pub fn sample_token(
-    logits: &[f32],
-    temperature: f64,
-    top_p: f64,
-    rng: &mut SplitMix64,
-) -> Result<u32> {
+pub fn sample_token(logits: &[f32], temperature: f64, top_p: f64, rng: &mut SplitMix64) -> Result<u32> {
     if logits.is_empty() {
         bail!("cannot sample from an empty distribution");
     }
@@ -345,16 +301,9 @@ pub fn sample_token(
         return Ok(best as u32);
     }
     // Unnormalised probabilities; the arg-max has weight 1, so the total is >= 1.
-    let weights: Vec<f64> = logits
-        .iter()
-        .map(|&l| ((l as f64 - max) / temperature).exp())
-        .collect();
+    let weights: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) / temperature).exp()).collect();
     let total: f64 = weights.iter().sum();
-    let candidates = if top_p >= 1.0 {
-        (0..weights.len()).collect()
-    } else {
-        nucleus(&weights, total, top_p)
-    };
+    let candidates = if top_p >= 1.0 { (0..weights.len()).collect() } else { nucleus(&weights, total, top_p) };
     let mass: f64 = candidates.iter().map(|&i| weights[i]).sum();
     let mut target = rng.next_f64() * mass;
     for &i in &candidates {
@@ -410,7 +359,7 @@ impl SplitMix64 {
         SplitMix64 { state: seed }
     }
 
-    /// An independent-looking stream `stream` of `seed` (here: one per sample index).
+    /// An independent-looking stream `stream` of `seed` (here: one per sample index of a prompt).
     pub fn for_stream(seed: u64, stream: u64) -> SplitMix64 {
         let mut mixer = SplitMix64::new(seed);
         let base = mixer.next_u64();
@@ -429,6 +378,16 @@ impl SplitMix64 {
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
+}
+
+/// A hash of a prompt's tokens, so each prompt's sampling streams are its own.
+fn prompt_hash(ids: &[u32]) -> u64 {
+    let mut state = 0x5EED_u64;
+    for &id in ids {
+        state ^= id as u64;
+        state = SplitMix64::new(state).next_u64();
+    }
+    state
 }
 
 #[cfg(test)]
@@ -491,20 +450,12 @@ mod tests {
         let (pos, mask) = positions_and_mask(&[2, 0], 0, 3, &dev)?;
         assert_eq!(pos.to_vec2::<u32>()?, [[0, 0, 0], [0, 1, 2]]);
         let visible = |m: Vec<Vec<f32>>| -> Vec<Vec<bool>> {
-            m.into_iter()
-                .map(|r| r.into_iter().map(|v| v == 0.0).collect())
-                .collect()
+            m.into_iter().map(|r| r.into_iter().map(|v| v == 0.0).collect()).collect()
         };
         let m = mask.squeeze(1)?;
         let (t, f) = (true, false);
-        assert_eq!(
-            visible(m.get(0)?.to_vec2()?),
-            [[t, f, f], [f, t, f], [f, f, t]]
-        );
-        assert_eq!(
-            visible(m.get(1)?.to_vec2()?),
-            [[t, f, f], [t, t, f], [t, t, t]]
-        );
+        assert_eq!(visible(m.get(0)?.to_vec2()?), [[t, f, f], [f, t, f], [f, f, t]]);
+        assert_eq!(visible(m.get(1)?.to_vec2()?), [[t, f, f], [t, t, f], [t, t, t]]);
         // One decoding step after 3 columns: the pads stay hidden.
         let (pos, mask) = positions_and_mask(&[2, 0], 3, 1, &dev)?;
         assert_eq!(pos.to_vec2::<u32>()?, [[1], [3]]);

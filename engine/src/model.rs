@@ -32,11 +32,7 @@ struct Linear {
 
 impl Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(
-            x,
-            self.weight.as_tensor(),
-            self.bias.as_ref().map(Var::as_tensor),
-        )
+        ops::linear(x, self.weight.as_tensor(), self.bias.as_ref().map(Var::as_tensor))
     }
 }
 
@@ -98,32 +94,23 @@ impl Model {
         }
         let config = ModelConfig::from_hf_dir(dir)?;
         let stored = weights::read_model_tensors(dir, device)?;
-        let mut loader = Loader {
-            dir,
-            stored,
-            params: Vec::new(),
-            dtype,
-        };
+        let mut loader = Loader { dir, stored, params: Vec::new(), dtype };
 
         let c = &config;
-        let (h, kv_dim, q_dim) = (
-            c.hidden_size,
-            c.num_key_value_heads * c.head_dim,
-            c.num_attention_heads * c.head_dim,
-        );
+        let (h, kv_dim, q_dim) =
+            (c.hidden_size, c.num_key_value_heads * c.head_dim, c.num_attention_heads * c.head_dim);
         let embed_tokens = loader.take("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
-            let mut linear =
-                |name: &str, out_dim: usize, in_dim: usize, bias: bool| -> Result<Linear> {
-                    let weight = loader.take(&format!("{p}.{name}.weight"), &[out_dim, in_dim])?;
-                    let bias = match bias {
-                        true => Some(loader.take(&format!("{p}.{name}.bias"), &[out_dim])?),
-                        false => None,
-                    };
-                    Ok(Linear { weight, bias })
+            let mut linear = |name: &str, out_dim: usize, in_dim: usize, bias: bool| -> Result<Linear> {
+                let weight = loader.take(&format!("{p}.{name}.weight"), &[out_dim, in_dim])?;
+                let bias = match bias {
+                    true => Some(loader.take(&format!("{p}.{name}.bias"), &[out_dim])?),
+                    false => None,
                 };
+                Ok(Linear { weight, bias })
+            };
             let self_attn = Attention {
                 q_proj: linear("self_attn.q_proj", q_dim, h, c.qkv_bias)?,
                 k_proj: linear("self_attn.k_proj", kv_dim, h, c.qkv_bias)?,
@@ -137,14 +124,8 @@ impl Model {
             };
             // Hugging Face order within a layer: norms after the projections.
             let input_layernorm = loader.take(&format!("{p}.input_layernorm.weight"), &[h])?;
-            let post_attention_layernorm =
-                loader.take(&format!("{p}.post_attention_layernorm.weight"), &[h])?;
-            layers.push(Block {
-                input_layernorm,
-                self_attn,
-                post_attention_layernorm,
-                mlp,
-            });
+            let post_attention_layernorm = loader.take(&format!("{p}.post_attention_layernorm.weight"), &[h])?;
+            layers.push(Block { input_layernorm, self_attn, post_attention_layernorm, mlp });
         }
         let norm = loader.take("model.norm.weight", &[h])?;
         // A tied checkpoint has no lm_head.weight (transformers ignores one if present).
@@ -207,9 +188,7 @@ impl Model {
 
     /// Logits `[B, T, V]` (float32) for token ids `[B, T]` (u32), right-padded rows allowed.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
-        let (_, t) = input_ids
-            .dims2()
-            .context("input_ids must have shape [batch, time]")?;
+        let (_, t) = input_ids.dims2().context("input_ids must have shape [batch, time]")?;
         if input_ids.dtype() != DType::U32 {
             bail!("input_ids must be u32, got {:?}", input_ids.dtype());
         }
@@ -247,18 +226,12 @@ impl Model {
         mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let (b, t) = input_ids
-            .dims2()
-            .context("input_ids must have shape [batch, time]")?;
+        let (b, t) = input_ids.dims2().context("input_ids must have shape [batch, time]")?;
         if input_ids.dtype() != DType::U32 || positions.dtype() != DType::U32 {
             bail!("input_ids and positions must be u32");
         }
         if positions.dims() != [b, t] {
-            bail!(
-                "positions shape {:?} does not match input_ids {:?}",
-                positions.dims(),
-                input_ids.dims()
-            );
+            bail!("positions shape {:?} does not match input_ids {:?}", positions.dims(), input_ids.dims());
         }
         if t == 0 {
             bail!("input_ids must hold at least one position");
@@ -270,10 +243,7 @@ impl Model {
         }
         let keys = cache.len() + t;
         if mask.dims().last() != Some(&keys) {
-            bail!(
-                "mask shape {:?}: its last dimension must be cache.len() + T = {keys}",
-                mask.dims()
-            );
+            bail!("mask shape {:?}: its last dimension must be cache.len() + T = {keys}", mask.dims());
         }
         let (cos, sin) = cache.rope_rows(&self.rope, positions, self.dtype, &self.device)?;
         cache.layers.resize(self.layers.len(), None);
@@ -294,10 +264,7 @@ impl Model {
         let flat = input_ids.flatten_all()?;
         let max_id = flat.max(0)?.to_scalar::<u32>()? as usize;
         if max_id >= self.config.vocab_size {
-            bail!(
-                "token id {max_id} is out of range for vocabulary size {}",
-                self.config.vocab_size
-            );
+            bail!("token id {max_id} is out of range for vocabulary size {}", self.config.vocab_size);
         }
         let x = self.embed_tokens.as_tensor().index_select(&flat, 0)?;
         Ok(x.reshape((b, t, self.config.hidden_size))?)
@@ -339,9 +306,7 @@ impl Model {
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
             // [B, T, n·d] -> [B, n, T, d]
-            y.reshape((b, t, n, c.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()
+            y.reshape((b, t, n, c.head_dim))?.transpose(1, 2)?.contiguous()
         };
         let q = heads(attn.q_proj.forward(x)?, c.num_attention_heads)?;
         let k = heads(attn.k_proj.forward(x)?, c.num_key_value_heads)?;
@@ -360,9 +325,7 @@ impl Model {
         let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
         let probs = ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.to_dtype(self.dtype)?;
         let out = probs.matmul(&v)?; // [B, heads, T, d]
-        let out = out
-            .transpose(1, 2)?
-            .reshape((b, t, c.num_attention_heads * c.head_dim))?;
+        let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
         Ok(attn.o_proj.forward(&out)?)
     }
 
@@ -382,15 +345,9 @@ impl Model {
     /// Writes new values into the parameters (e.g. from a checkpoint), checking names and shapes.
     pub fn set_params(&self, values: &HashMap<String, Tensor>) -> Result<()> {
         for (name, var) in &self.params {
-            let Some(value) = values.get(name) else {
-                bail!("no value for parameter `{name}`")
-            };
+            let Some(value) = values.get(name) else { bail!("no value for parameter `{name}`") };
             if value.dims() != var.dims() {
-                bail!(
-                    "parameter `{name}`: shape {:?}, expected {:?}",
-                    value.dims(),
-                    var.dims()
-                );
+                bail!("parameter `{name}`: shape {:?}, expected {:?}", value.dims(), var.dims());
             }
             var.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)?;
         }
@@ -408,10 +365,7 @@ fn append_kv(slot: &mut LayerKv, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tens
     let (k, v) = (k.detach(), v.detach());
     let (k, v) = match slot.take() {
         None => (k, v),
-        Some((past_k, past_v)) => (
-            Tensor::cat(&[&past_k, &k], 2)?,
-            Tensor::cat(&[&past_v, &v], 2)?,
-        ),
+        Some((past_k, past_v)) => (Tensor::cat(&[&past_k, &k], 2)?, Tensor::cat(&[&past_v, &v], 2)?),
     };
     *slot = Some((k.clone(), v.clone()));
     Ok((k, v))
@@ -484,10 +438,7 @@ impl KvCache {
         let flat = positions.flatten_all()?;
         let pick = |table: &Tensor| -> Result<Tensor> {
             let d = table.dims()[1];
-            Ok(table
-                .index_select(&flat, 0)?
-                .reshape((b, t, d))?
-                .unsqueeze(1)?)
+            Ok(table.index_select(&flat, 0)?.reshape((b, t, d))?.unsqueeze(1)?)
         };
         Ok((pick(cos)?, pick(sin)?))
     }
@@ -507,18 +458,10 @@ impl Loader<'_> {
             bail!("{}: checkpoint has no tensor `{name}`", self.dir.display());
         };
         if tensor.dims() != shape {
-            bail!(
-                "{}: tensor `{name}` has shape {:?}, expected {shape:?}",
-                file.display(),
-                tensor.dims()
-            );
+            bail!("{}: tensor `{name}` has shape {:?}, expected {shape:?}", file.display(), tensor.dims());
         }
         if !tensor.dtype().is_float() {
-            bail!(
-                "{}: tensor `{name}` has non-float dtype {:?}",
-                file.display(),
-                tensor.dtype()
-            );
+            bail!("{}: tensor `{name}` has non-float dtype {:?}", file.display(), tensor.dtype());
         }
         let var = Var::from_tensor(&tensor.to_dtype(self.dtype)?)?;
         self.params.push((name.to_string(), var.clone()));
@@ -529,15 +472,9 @@ impl Loader<'_> {
 /// Log-probability of each next token: `[B, T, V]` logits and `[B, T]` ids give `[B, T-1]`,
 /// entry `t` being `log softmax(logits[t])[ids[t+1]]`. Differentiable.
 pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
-    let (b, t, _) = logits
-        .dims3()
-        .context("logits must have shape [batch, time, vocab]")?;
+    let (b, t, _) = logits.dims3().context("logits must have shape [batch, time, vocab]")?;
     if input_ids.dims() != [b, t] {
-        bail!(
-            "input_ids shape {:?} does not match logits {:?}",
-            input_ids.dims(),
-            logits.dims()
-        );
+        bail!("input_ids shape {:?} does not match logits {:?}", input_ids.dims(), logits.dims());
     }
     if t < 2 {
         bail!("need at least 2 positions to score a next token, got {t}");
@@ -552,9 +489,7 @@ pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
 /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each,
 /// aligned with [`token_logprobs`]. Computed without gradient.
 pub fn token_entropy_and_top1(logits: &Tensor) -> Result<(Tensor, Tensor)> {
-    let (_, t, _) = logits
-        .dims3()
-        .context("logits must have shape [batch, time, vocab]")?;
+    let (_, t, _) = logits.dims3().context("logits must have shape [batch, time, vocab]")?;
     if t < 2 {
         bail!("need at least 2 positions, got {t}");
     }

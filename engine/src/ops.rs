@@ -66,9 +66,7 @@ pub struct Rope {
 impl Rope {
     /// Plain rope: `inv_freq[i] = theta^(-2i / head_dim)`.
     pub fn new(head_dim: usize, theta: f64) -> Rope {
-        let inv_freq = (0..head_dim / 2)
-            .map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64))
-            .collect();
+        let inv_freq = (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
         Rope { inv_freq }
     }
 
@@ -95,8 +93,7 @@ impl Rope {
                 } else if wavelen > low_freq_wavelen {
                     f / factor
                 } else {
-                    let smooth = (old_context / wavelen - low_freq_factor)
-                        / (high_freq_factor - low_freq_factor);
+                    let smooth = (old_context / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
                     (1.0 - smooth) * f / factor + smooth * f
                 }
             })
@@ -106,12 +103,7 @@ impl Rope {
 
     /// `(cos, sin)`, each `[seq_len, head_dim]` with the frequencies repeated for both halves,
     /// as transformers lays them out for `rotate_half`.
-    pub fn tables(
-        &self,
-        seq_len: usize,
-        dtype: DType,
-        device: &Device,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn tables(&self, seq_len: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {
         let half = self.inv_freq.len();
         let mut cos = Vec::with_capacity(seq_len * 2 * half);
         let mut sin = Vec::with_capacity(seq_len * 2 * half);
@@ -143,9 +135,8 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 
 /// An additive causal mask `[T, T]`: 0 on and below the diagonal, -inf above.
 pub fn causal_mask(seq_len: usize, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> = (0..seq_len)
-        .flat_map(|i| (0..seq_len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
+    let mask: Vec<f32> =
+        (0..seq_len).flat_map(|i| (0..seq_len).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY })).collect();
     Tensor::from_vec(mask, (seq_len, seq_len), device)
 }
 
@@ -156,9 +147,7 @@ pub fn repeat_kv(x: &Tensor, groups: usize) -> Result<Tensor> {
         return Ok(x.clone());
     }
     let (b, kv, t, d) = x.dims4()?;
-    x.unsqueeze(2)?
-        .broadcast_as((b, kv, groups, t, d))?
-        .reshape((b, kv * groups, t, d))
+    x.unsqueeze(2)?.broadcast_as((b, kv, groups, t, d))?.reshape((b, kv * groups, t, d))
 }
 
 #[cfg(test)]
@@ -181,14 +170,8 @@ mod tests {
         assert!(close(&p.flatten_all()?.to_vec1()?, &want, 1e-6));
         // d p_0 / d x = p_0 (δ_0j - p_j)
         let g = p.narrow(1, 0, 1)?.sum_all()?.backward()?;
-        let g = g
-            .get(x.as_tensor())
-            .expect("gradient")
-            .flatten_all()?
-            .to_vec1::<f32>()?;
-        let want: Vec<f32> = (0..4)
-            .map(|j| want[0] * (if j == 0 { 1.0 } else { 0.0 } - want[j]))
-            .collect();
+        let g = g.get(x.as_tensor()).expect("gradient").flatten_all()?.to_vec1::<f32>()?;
+        let want: Vec<f32> = (0..4).map(|j| want[0] * (if j == 0 { 1.0 } else { 0.0 } - want[j])).collect();
         assert!(close(&g, &want, 1e-6), "{g:?} vs {want:?}");
         Ok(())
     }
@@ -196,11 +179,7 @@ mod tests {
     #[test]
     fn rms_norm_and_rope_have_gradients() -> anyhow::Result<()> {
         let dev = Device::Cpu;
-        let x = Var::from_vec(
-            (0..16).map(|i| i as f32 * 0.1 - 0.7).collect(),
-            (1, 1, 2, 8),
-            &dev,
-        )?;
+        let x = Var::from_vec((0..16).map(|i| i as f32 * 0.1 - 0.7).collect(), (1, 1, 2, 8), &dev)?;
         let w = Var::from_vec(vec![1.5f32; 8], 8, &dev)?;
         let (cos, sin) = Rope::new(8, 10000.0).tables(2, DType::F32, &dev)?;
         let y = apply_rope(&rms_norm(x.as_tensor(), w.as_tensor(), 1e-6)?, &cos, &sin)?;

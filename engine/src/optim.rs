@@ -101,13 +101,7 @@ pub struct AdamWConfig {
 impl Default for AdamWConfig {
     /// torch.optim.AdamW's defaults.
     fn default() -> Self {
-        AdamWConfig {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 1e-2,
-        }
+        AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
     }
 }
 
@@ -133,10 +127,7 @@ const STATE_FORMAT: &str = "engine-adamw-v1";
 
 impl AdamW {
     pub fn new(config: AdamWConfig) -> AdamW {
-        AdamW {
-            config,
-            state: BTreeMap::new(),
-        }
+        AdamW { config, state: BTreeMap::new() }
     }
 
     pub fn config(&self) -> &AdamWConfig {
@@ -155,37 +146,22 @@ impl AdamW {
     /// One update of every parameter that has a gradient. Like torch, a parameter without one
     /// is skipped entirely (no decay, no step count).
     pub fn step(&mut self, params: &[(String, Var)], grads: &Grads) -> Result<()> {
-        let AdamWConfig {
-            lr,
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-        } = self.config;
+        let AdamWConfig { lr, beta1, beta2, eps, weight_decay } = self.config;
         for (name, var) in params {
             let Some(g) = grads.get(name) else { continue };
             if g.dims() != var.dims() {
-                bail!(
-                    "gradient of `{name}` has shape {:?}, parameter {:?}",
-                    g.dims(),
-                    var.dims()
-                );
+                bail!("gradient of `{name}` has shape {:?}, parameter {:?}", g.dims(), var.dims());
             }
             let g = g.to_dtype(DType::F32)?;
             let state = match self.state.remove(name) {
                 Some(s) => s,
-                None => ParamState {
-                    step: 0,
-                    m: g.zeros_like()?,
-                    v: g.zeros_like()?,
-                },
+                None => ParamState { step: 0, m: g.zeros_like()?, v: g.zeros_like()? },
             };
             let step = state.step + 1;
 
             // Decoupled weight decay, then the moments (torch: exp_avg.lerp_(g, 1-β1),
             // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1-β2)).
-            let theta =
-                (var.as_tensor().detach().to_dtype(DType::F32)? * (1.0 - lr * weight_decay))?;
+            let theta = (var.as_tensor().detach().to_dtype(DType::F32)? * (1.0 - lr * weight_decay))?;
             let m = (&state.m + ((&g - &state.m)? * (1.0 - beta1))?)?;
             let v = ((&state.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
 
@@ -223,36 +199,24 @@ impl AdamW {
 
     /// Loads a state written by [`AdamW::save_state`]; the hyper-parameters are `config`'s
     /// (those in the file are informational).
-    pub fn load_state(
-        path: impl AsRef<Path>,
-        config: AdamWConfig,
-        device: &Device,
-    ) -> Result<AdamW> {
+    pub fn load_state(path: impl AsRef<Path>, config: AdamWConfig, device: &Device) -> Result<AdamW> {
         let path = path.as_ref();
         let (mut tensors, meta) = weights::read_safetensors(path, device)?;
         if meta.get("optimizer").map(String::as_str) != Some(STATE_FORMAT) {
-            bail!(
-                "{}: not an optimizer state (metadata `optimizer` is not {STATE_FORMAT:?})",
-                path.display()
-            );
+            bail!("{}: not an optimizer state (metadata `optimizer` is not {STATE_FORMAT:?})", path.display());
         }
         let mut state = BTreeMap::new();
         for (key, value) in &meta {
             let Some(name) = key.strip_prefix("step.") else {
                 continue;
             };
-            let step: u64 = value.parse().with_context(|| {
-                format!(
-                    "{}: metadata `{key}` is not a step count: {value:?}",
-                    path.display()
-                )
-            })?;
+            let step: u64 = value
+                .parse()
+                .with_context(|| format!("{}: metadata `{key}` is not a step count: {value:?}", path.display()))?;
             let mut take = |prefix: &str| {
                 tensors
                     .remove(&format!("{prefix}.{name}"))
-                    .with_context(|| {
-                        format!("{}: missing tensor `{prefix}.{name}`", path.display())
-                    })
+                    .with_context(|| format!("{}: missing tensor `{prefix}.{name}`", path.display()))
             };
             let m = take("exp_avg")?;
             let v = take("exp_avg_sq")?;
@@ -267,17 +231,12 @@ impl AdamW {
     /// Checks that the state covers exactly these parameters with matching shapes (use after
     /// [`AdamW::load_state`] to catch a state saved for another model).
     pub fn check_matches(&self, params: &[(String, Var)]) -> Result<()> {
-        let shapes: HashMap<&str, &[usize]> =
-            params.iter().map(|(n, v)| (n.as_str(), v.dims())).collect();
+        let shapes: HashMap<&str, &[usize]> = params.iter().map(|(n, v)| (n.as_str(), v.dims())).collect();
         for (name, s) in &self.state {
             match shapes.get(name.as_str()) {
                 None => bail!("optimizer state has parameter `{name}`, which the model lacks"),
                 Some(dims) if *dims != s.m.dims() => {
-                    bail!(
-                        "optimizer state of `{name}` has shape {:?}, parameter {:?}",
-                        s.m.dims(),
-                        dims
-                    )
+                    bail!("optimizer state of `{name}` has shape {:?}, parameter {:?}", s.m.dims(), dims)
                 }
                 Some(_) => {}
             }

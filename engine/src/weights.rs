@@ -37,13 +37,7 @@ pub fn read_model_tensors(dir: &Path, device: &Device) -> Result<HashMap<String,
         let tensors = candle_core::safetensors::load(&file, device)
             .with_context(|| format!("{}: cannot read safetensors", file.display()))?;
         for (name, tensor) in tensors {
-            out.insert(
-                name,
-                StoredTensor {
-                    tensor,
-                    file: file.clone(),
-                },
-            );
+            out.insert(name, StoredTensor { tensor, file: file.clone() });
         }
     }
     Ok(out)
@@ -51,27 +45,19 @@ pub fn read_model_tensors(dir: &Path, device: &Device) -> Result<HashMap<String,
 
 /// The distinct shard files named by an index's `weight_map`, in sorted order.
 fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
-    let text = std::fs::read_to_string(index)
-        .with_context(|| format!("{}: cannot read", index.display()))?;
-    let json: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not valid JSON", index.display()))?;
+    let text = std::fs::read_to_string(index).with_context(|| format!("{}: cannot read", index.display()))?;
+    let json: Value = serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", index.display()))?;
     let Some(map) = json.get("weight_map").and_then(Value::as_object) else {
         bail!("{}: missing key `weight_map`", index.display());
     };
     let mut names = BTreeSet::new();
     for (tensor, file) in map {
         let Some(file) = file.as_str() else {
-            bail!(
-                "{}: `weight_map.{tensor}` must be a file name",
-                index.display()
-            );
+            bail!("{}: `weight_map.{tensor}` must be a file name", index.display());
         };
         // Shards are plain names next to the index; refuse anything that could point elsewhere.
         if file.contains('/') || file.contains('\\') || file == ".." {
-            bail!(
-                "{}: `weight_map.{tensor}` is not a plain file name: {file:?}",
-                index.display()
-            );
+            bail!("{}: `weight_map.{tensor}` is not a plain file name: {file:?}", index.display());
         }
         names.insert(file.to_string());
     }
@@ -81,11 +67,7 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 
 /// Writes named tensors as one safetensors file with `{"format": "pt"}` metadata (transformers
 /// expects it) plus any `extra` metadata.
-pub fn write_safetensors(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    extra: &[(String, String)],
-) -> Result<()> {
+pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], extra: &[(String, String)]) -> Result<()> {
     let mut metadata: HashMap<String, String> = extra.iter().cloned().collect();
     metadata.insert("format".to_string(), "pt".to_string());
     let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -94,10 +76,7 @@ pub fn write_safetensors(
 }
 
 /// Reads a safetensors file's tensors and its metadata.
-pub fn read_safetensors(
-    path: &Path,
-    device: &Device,
-) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
+pub fn read_safetensors(path: &Path, device: &Device) -> Result<(HashMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .with_context(|| format!("{}: not a safetensors file", path.display()))?;

@@ -8,8 +8,7 @@ use std::path::Path;
 use anyhow::Result;
 use common::{fixture, load, parity_examples};
 use engine::{
-    checkpoint, clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig,
-    Device, Model, Tensor,
+    checkpoint, clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, Device, Model, Tensor,
 };
 
 fn batch(name: &str, model: &Model) -> Result<Tensor> {
@@ -28,21 +27,11 @@ fn step(model: &Model, opt: &mut AdamW, ids: &Tensor) -> Result<()> {
 }
 
 fn config() -> AdamWConfig {
-    AdamWConfig {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.95,
-        eps: 1e-8,
-        weight_decay: 0.01,
-    }
+    AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01 }
 }
 
 fn bits(t: &Tensor) -> Result<Vec<u32>> {
-    Ok(t.flatten_all()?
-        .to_vec1::<f32>()?
-        .into_iter()
-        .map(f32::to_bits)
-        .collect())
+    Ok(t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f32::to_bits).collect())
 }
 
 fn json(path: &Path) -> Result<serde_json::Value> {
@@ -66,13 +55,7 @@ fn round_trip(name: &str) -> Result<()> {
         .collect::<Result<_>>()?;
     entries.sort();
     assert_eq!(entries, vec!["ckpt"], "no leftover tmp/old directories");
-    for f in [
-        "config.json",
-        "model.safetensors",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "generation_config.json",
-    ] {
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         assert!(dir.join(f).is_file(), "{name}: missing {f}");
     }
 
@@ -82,18 +65,14 @@ fn round_trip(name: &str) -> Result<()> {
     assert_eq!(saved, original, "{name}: config.json changed");
 
     // Hugging Face tensor names; a tied model stores no lm_head.
-    let (stored, meta) =
-        engine::weights::read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?;
+    let (stored, meta) = engine::weights::read_safetensors(&dir.join("model.safetensors"), &Device::Cpu)?;
     assert_eq!(meta.get("format").map(String::as_str), Some("pt"));
     let mut stored_names: Vec<&String> = stored.keys().collect();
     stored_names.sort();
     let mut param_names: Vec<&String> = model.params().iter().map(|(n, _)| n).collect();
     param_names.sort();
     assert_eq!(stored_names, param_names);
-    assert_eq!(
-        stored.contains_key("lm_head.weight"),
-        !model.config().tie_word_embeddings
-    );
+    assert_eq!(stored.contains_key("lm_head.weight"), !model.config().tie_word_embeddings);
 
     let reloaded = Model::load(&dir, &Device::Cpu)?;
     let a = model.forward(&ids)?;
@@ -123,15 +102,10 @@ fn failed_save_leaves_existing_checkpoint() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("ckpt");
     checkpoint::save(&model, &dir)?;
-    let err =
-        checkpoint::save_with(&model, &dir, |_| anyhow::bail!("disk full")).expect_err("must fail");
+    let err = checkpoint::save_with(&model, &dir, |_| anyhow::bail!("disk full")).expect_err("must fail");
     assert!(format!("{err:#}").contains("disk full"));
     assert!(dir.join("model.safetensors").is_file());
-    assert_eq!(
-        std::fs::read_dir(tmp.path())?.count(),
-        1,
-        "tmp dir cleaned up"
-    );
+    assert_eq!(std::fs::read_dir(tmp.path())?.count(), 1, "tmp dir cleaned up");
     Ok(())
 }
 
@@ -146,9 +120,7 @@ fn optimizer_state_round_trip_is_bitwise() -> Result<()> {
     let ids = batch(name, &model)?;
     let mut opt = AdamW::new(config());
     step(&model, &mut opt, &ids)?;
-    checkpoint::save_with(&model, &dir, |d| {
-        opt.save_state(d.join("optimizer.safetensors"))
-    })?;
+    checkpoint::save_with(&model, &dir, |d| opt.save_state(d.join("optimizer.safetensors")))?;
     for _ in 0..2 {
         step(&model, &mut opt, &ids)?;
     }
@@ -165,11 +137,7 @@ fn optimizer_state_round_trip_is_bitwise() -> Result<()> {
 
     for ((na, va), (nb, vb)) in model.params().iter().zip(resumed.params()) {
         assert_eq!(na, nb);
-        assert_eq!(
-            bits(va.as_tensor())?,
-            bits(vb.as_tensor())?,
-            "{na} differs after resume"
-        );
+        assert_eq!(bits(va.as_tensor())?, bits(vb.as_tensor())?, "{na} differs after resume");
     }
     Ok(())
 }
@@ -186,12 +154,7 @@ fn optimizer_state_for_another_model_is_refused() -> Result<()> {
     let loaded = AdamW::load_state(&path, config(), &Device::Cpu)?;
     assert!(loaded.check_matches(llama.params()).is_err());
     // A model checkpoint is not an optimizer state.
-    assert!(AdamW::load_state(
-        fixture("qwen2-tiny/model.safetensors"),
-        config(),
-        &Device::Cpu
-    )
-    .is_err());
+    assert!(AdamW::load_state(fixture("qwen2-tiny/model.safetensors"), config(), &Device::Cpu).is_err());
     Ok(())
 }
 
@@ -205,12 +168,9 @@ fn bf16_checkpoint_loads_as_f32_and_saves_as_f32() -> Result<()> {
     let mut cfg = json(&fixture("qwen2-tiny/config.json"))?;
     cfg["torch_dtype"] = "bfloat16".into();
     std::fs::write(src.join("config.json"), serde_json::to_string(&cfg)?)?;
-    let (tensors, _) =
-        engine::weights::read_safetensors(&fixture("qwen2-tiny/model.safetensors"), &Device::Cpu)?;
-    let bf16: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::BF16)?)))
-        .collect::<Result<_>>()?;
+    let (tensors, _) = engine::weights::read_safetensors(&fixture("qwen2-tiny/model.safetensors"), &Device::Cpu)?;
+    let bf16: Vec<(String, Tensor)> =
+        tensors.iter().map(|(n, t)| Ok((n.clone(), t.to_dtype(DType::BF16)?))).collect::<Result<_>>()?;
     engine::weights::write_safetensors(&src.join("model.safetensors"), &bf16, &[])?;
 
     let model = Model::load(&src, &Device::Cpu)?;
@@ -222,8 +182,7 @@ fn bf16_checkpoint_loads_as_f32_and_saves_as_f32() -> Result<()> {
     let out = tmp.path().join("out");
     checkpoint::save(&model, &out)?;
     assert_eq!(json(&out.join("config.json"))?["torch_dtype"], "float32");
-    let (saved, _) =
-        engine::weights::read_safetensors(&out.join("model.safetensors"), &Device::Cpu)?;
+    let (saved, _) = engine::weights::read_safetensors(&out.join("model.safetensors"), &Device::Cpu)?;
     assert!(saved.values().all(|t| t.dtype() == DType::F32));
     Ok(())
 }

@@ -23,8 +23,7 @@ fn err_of(value: Value) -> String {
 
 /// The qwen2-tiny config with `edit` applied.
 fn qwen2_with(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Result<Value> {
-    let mut v: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("qwen2-tiny/config.json"))?)?;
+    let mut v: Value = serde_json::from_str(&std::fs::read_to_string(fixture("qwen2-tiny/config.json"))?)?;
     edit(v.as_object_mut().expect("object"));
     Ok(v)
 }
@@ -33,32 +32,16 @@ fn qwen2_with(edit: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Result<
 fn classic_layout_qwen2() -> Result<()> {
     let c = ModelConfig::from_hf_dir(fixture("qwen2-tiny"))?;
     assert_eq!(c.architecture, Architecture::Qwen2);
-    assert_eq!(
-        (c.vocab_size, c.hidden_size, c.intermediate_size),
-        (320, 32, 64)
-    );
-    assert_eq!(
-        (
-            c.num_hidden_layers,
-            c.num_attention_heads,
-            c.num_key_value_heads
-        ),
-        (2, 4, 2)
-    );
-    assert_eq!(
-        c.head_dim, 8,
-        "hidden / heads when there is no head_dim key"
-    );
+    assert_eq!((c.vocab_size, c.hidden_size, c.intermediate_size), (320, 32, 64));
+    assert_eq!((c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads), (2, 4, 2));
+    assert_eq!(c.head_dim, 8, "hidden / heads when there is no head_dim key");
     assert_eq!(c.rms_norm_eps, 1e-6);
     assert_eq!(c.rope_theta, 10000.0);
     assert_eq!(c.rope_scaling, None);
     assert!(c.qkv_bias && !c.o_bias && !c.mlp_bias);
     assert!(c.tie_word_embeddings);
     assert_eq!(c.max_position_embeddings, 256);
-    assert_eq!(
-        (c.bos_token_id, c.eos_token_ids.clone()),
-        (Some(0), vec![0])
-    );
+    assert_eq!((c.bos_token_id, c.eos_token_ids.clone()), (Some(0), vec![0]));
     assert_eq!(c.stored_dtype.as_deref(), Some("float32"));
     Ok(())
 }
@@ -83,12 +66,7 @@ fn llama3_rope_scaling_both_layouts() -> Result<()> {
     assert_eq!(classic.rope_theta, 500000.0);
     let s = classic.rope_scaling.clone().expect("llama3 scaling");
     assert_eq!(
-        (
-            s.factor,
-            s.low_freq_factor,
-            s.high_freq_factor,
-            s.original_max_position_embeddings
-        ),
+        (s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings),
         (8.0, 1.0, 4.0, 32)
     );
 
@@ -131,10 +109,7 @@ fn unsupported_architecture_is_named() -> Result<()> {
     let e = err_of(qwen2_with(|o| {
         o.insert("architectures".into(), json!(["MistralForCausalLM"]));
     })?);
-    assert!(
-        e.contains("MistralForCausalLM") && e.contains("tests/x/config.json"),
-        "{e}"
-    );
+    assert!(e.contains("MistralForCausalLM") && e.contains("tests/x/config.json"), "{e}");
     Ok(())
 }
 
@@ -152,30 +127,18 @@ fn wrongly_typed_key_is_named() -> Result<()> {
     let e = err_of(qwen2_with(|o| {
         o.insert("num_hidden_layers".into(), json!("two"));
     })?);
-    assert!(
-        e.contains("tests/x/config.json") && e.contains("`num_hidden_layers`"),
-        "{e}"
-    );
+    assert!(e.contains("tests/x/config.json") && e.contains("`num_hidden_layers`"), "{e}");
     Ok(())
 }
 
 #[test]
 fn unsupported_rope_type_is_refused() -> Result<()> {
     let e = err_of(qwen2_with(|o| {
-        o.insert(
-            "rope_scaling".into(),
-            json!({"rope_type": "yarn", "factor": 4.0}),
-        );
+        o.insert("rope_scaling".into(), json!({"rope_type": "yarn", "factor": 4.0}));
     })?);
-    assert!(
-        e.contains("yarn") && e.contains("rope_scaling.rope_type"),
-        "{e}"
-    );
+    assert!(e.contains("yarn") && e.contains("rope_scaling.rope_type"), "{e}");
     let e = err_of(qwen2_with(|o| {
-        o.insert(
-            "rope_scaling".into(),
-            json!({"type": "linear", "factor": 2.0}),
-        );
+        o.insert("rope_scaling".into(), json!({"type": "linear", "factor": 2.0}));
     })?);
     assert!(e.contains("linear"), "{e}");
     Ok(())
@@ -184,15 +147,9 @@ fn unsupported_rope_type_is_refused() -> Result<()> {
 #[test]
 fn llama3_scaling_missing_field_is_named() -> Result<()> {
     let mut v = ModelConfig::from_hf_dir(fixture("llama3-rope-tiny"))?.raw;
-    v["rope_scaling"]
-        .as_object_mut()
-        .expect("object")
-        .remove("low_freq_factor");
+    v["rope_scaling"].as_object_mut().expect("object").remove("low_freq_factor");
     let e = err_of(v);
-    assert_eq!(
-        e,
-        "tests/x/config.json: missing key `rope_scaling.low_freq_factor`"
-    );
+    assert_eq!(e, "tests/x/config.json: missing key `rope_scaling.low_freq_factor`");
     Ok(())
 }
 

@@ -29,12 +29,7 @@ fn ids(v: &serde_json::Value) -> Result<Vec<u32>> {
 fn reference(model: &str) -> Result<Reference> {
     let json = read_json(&format!("generation/{model}.json"))?;
     let rows = |key: &str| -> Result<Vec<Vec<u32>>> {
-        json[key]
-            .as_array()
-            .context(key.to_string())?
-            .iter()
-            .map(ids)
-            .collect()
+        json[key].as_array().context(key.to_string())?.iter().map(ids).collect()
     };
     Ok(Reference {
         eos: ids(&json["eos_token_ids"])?,
@@ -51,19 +46,12 @@ fn reference(model: &str) -> Result<Reference> {
 }
 
 fn greedy(r: &Reference) -> GenerationConfig {
-    GenerationConfig {
-        max_new_tokens: r.max_new_tokens,
-        stop_token_ids: r.eos.clone(),
-        ..GenerationConfig::default()
-    }
+    GenerationConfig { max_new_tokens: r.max_new_tokens, stop_token_ids: r.eos.clone(), ..GenerationConfig::default() }
 }
 
 /// Checks one completion against transformers' continuation of prompt `i`.
 fn assert_matches(name: &str, what: &str, r: &Reference, i: usize, got: &Completion) {
-    assert_eq!(
-        got.tokens, r.generated[i],
-        "{name}, prompt {i} {what}: tokens differ from transformers"
-    );
+    assert_eq!(got.tokens, r.generated[i], "{name}, prompt {i} {what}: tokens differ from transformers");
     let want = match r.stopped_at_eos[i] {
         true => FinishReason::Stop(r.eos[0]),
         false => FinishReason::Length,
@@ -111,10 +99,7 @@ fn cached_generation_equals_uncached_recompute() -> Result<()> {
     for name in MODELS {
         let model = load(name)?;
         let r = reference(name)?;
-        let config = GenerationConfig {
-            max_new_tokens: 20,
-            ..GenerationConfig::default()
-        };
+        let config = GenerationConfig { max_new_tokens: 20, ..GenerationConfig::default() };
         let cached = generate(&model, &r.prompts, &config)?;
         for (i, prompt) in r.prompts.iter().enumerate() {
             let want = uncached_greedy(&model, prompt, 20)?;
@@ -139,11 +124,9 @@ fn forward_cached_logits_match_full_forward() -> Result<()> {
     for end in [5].into_iter().chain(6..=seq.len()) {
         let t = end - start;
         let ids = Tensor::new(&seq[start..end], dev)?.unsqueeze(0)?;
-        let positions =
-            Tensor::new(&(start as u32..end as u32).collect::<Vec<_>>()[..], dev)?.unsqueeze(0)?;
-        let mask: Vec<f32> = (start..end)
-            .flat_map(|q| (0..end).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY }))
-            .collect();
+        let positions = Tensor::new(&(start as u32..end as u32).collect::<Vec<_>>()[..], dev)?.unsqueeze(0)?;
+        let mask: Vec<f32> =
+            (start..end).flat_map(|q| (0..end).map(move |k| if k <= q { 0.0 } else { f32::NEG_INFINITY })).collect();
         let mask = Tensor::from_vec(mask, (1, 1, t, end), dev)?;
         let got = model.forward_cached(&ids, &positions, &mask, &mut cache)?;
         assert_eq!(cache.len(), end);
@@ -168,9 +151,7 @@ fn sampling(seed: u64) -> GenerationConfig {
 }
 
 fn tokens(out: &[Vec<Completion>]) -> Vec<Vec<Vec<u32>>> {
-    out.iter()
-        .map(|s| s.iter().map(|c| c.tokens.clone()).collect())
-        .collect()
+    out.iter().map(|s| s.iter().map(|c| c.tokens.clone()).collect()).collect()
 }
 
 #[test]
@@ -201,19 +182,8 @@ fn sampling_limits_equal_greedy() -> Result<()> {
     for name in MODELS {
         let model = load(name)?;
         let r = reference(name)?;
-        let cold = GenerationConfig {
-            temperature: 1e-5,
-            num_samples: 2,
-            seed: 3,
-            ..greedy(&r)
-        };
-        let narrow = GenerationConfig {
-            temperature: 1.0,
-            top_p: 1e-6,
-            num_samples: 2,
-            seed: 3,
-            ..greedy(&r)
-        };
+        let cold = GenerationConfig { temperature: 1e-5, num_samples: 2, seed: 3, ..greedy(&r) };
+        let narrow = GenerationConfig { temperature: 1.0, top_p: 1e-6, num_samples: 2, seed: 3, ..greedy(&r) };
         for config in [cold, narrow] {
             let out = generate(&model, &r.prompts, &config)?;
             for (i, samples) in out.iter().enumerate() {
@@ -234,11 +204,7 @@ fn stop_tokens_and_hook_end_a_continuation() -> Result<()> {
     let g = &r.generated[2];
     let stop = g[5];
     let at = g.iter().position(|&t| t == stop).unwrap();
-    let config = GenerationConfig {
-        stop_token_ids: vec![stop],
-        num_samples: 2,
-        ..greedy(&r)
-    };
+    let config = GenerationConfig { stop_token_ids: vec![stop], num_samples: 2, ..greedy(&r) };
     let out = generate(&model, &r.prompts, &config)?;
     for c in &out[2] {
         assert_eq!(c.tokens, g[..at]);
@@ -265,31 +231,15 @@ fn edge_cases() -> Result<()> {
     let config = GenerationConfig::for_model(&model);
     assert_eq!(config.stop_token_ids, [0]);
     assert!(generate(&model, &[], &config)?.is_empty());
-    let none = GenerationConfig {
-        max_new_tokens: 0,
-        num_samples: 2,
-        ..config.clone()
-    };
+    let none = GenerationConfig { max_new_tokens: 0, num_samples: 2, ..config.clone() };
     let out = generate(&model, &[vec![5, 6]], &none)?;
     assert_eq!(out[0].len(), 2);
     assert!(out[0][0].tokens.is_empty());
     assert!(generate(&model, &[vec![5], vec![]], &config).is_err());
     let bad = |c: GenerationConfig| generate(&model, &[vec![5]], &c).is_err();
-    assert!(bad(GenerationConfig {
-        top_p: 0.0,
-        ..config.clone()
-    }));
-    assert!(bad(GenerationConfig {
-        temperature: -1.0,
-        ..config.clone()
-    }));
-    assert!(bad(GenerationConfig {
-        num_samples: 0,
-        ..config.clone()
-    }));
-    assert!(
-        generate(&model, &[vec![5, 320]], &config).is_err(),
-        "out of vocabulary"
-    );
+    assert!(bad(GenerationConfig { top_p: 0.0, ..config.clone() }));
+    assert!(bad(GenerationConfig { temperature: -1.0, ..config.clone() }));
+    assert!(bad(GenerationConfig { num_samples: 0, ..config.clone() }));
+    assert!(generate(&model, &[vec![5, 320]], &config).is_err(), "out of vocabulary");
     Ok(())
 }

@@ -14,19 +14,12 @@ fn check_all_params_get_gradient(name: &str) -> Result<()> {
     let logp = token_logprobs(&model.forward(&ids)?, &ids)?;
     let grads = model.backward(&logp.sum_all()?)?;
 
-    assert_eq!(
-        grads.len(),
-        model.params().len(),
-        "{name}: some parameters got no gradient"
-    );
+    assert_eq!(grads.len(), model.params().len(), "{name}: some parameters got no gradient");
     for (pname, var) in model.params() {
         let g = grads.get(pname).expect("checked above");
         assert_eq!(g.dims(), var.dims(), "{name}: {pname}");
         let abs_sum: f32 = g.abs()?.sum_all()?.to_scalar()?;
-        assert!(
-            abs_sum.is_finite() && abs_sum > 0.0,
-            "{name}: {pname} has gradient sum |g| = {abs_sum}"
-        );
+        assert!(abs_sum.is_finite() && abs_sum > 0.0, "{name}: {pname} has gradient sum |g| = {abs_sum}");
     }
     Ok(())
 }
@@ -36,10 +29,7 @@ fn every_param_gets_gradient_qwen2_tiny() -> Result<()> {
     let model = load("qwen2-tiny")?;
     let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"model.layers.0.self_attn.q_proj.bias"));
-    assert!(
-        !names.contains(&"lm_head.weight"),
-        "tied: the head is the embedding"
-    );
+    assert!(!names.contains(&"lm_head.weight"), "tied: the head is the embedding");
     check_all_params_get_gradient("qwen2-tiny")
 }
 

@@ -38,10 +38,7 @@ fn check_model(name: &str) -> Result<()> {
         let got = response_logp(&logp, i, ex)?;
         let d = max_abs_diff(&got, &ex.logp);
         worst = worst.max(d);
-        assert!(
-            d < TOL,
-            "{name} example {i} in the padded batch: max |diff| {d}"
-        );
+        assert!(d < TOL, "{name} example {i} in the padded batch: max |diff| {d}");
     }
     eprintln!("{name}: max |logp - transformers| = {worst:.2e}");
     Ok(())
@@ -85,22 +82,10 @@ fn entropy_and_top1_match_softmax() -> Result<()> {
         let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         let z: f64 = row.iter().map(|v| (v - max).exp()).sum();
         let p: Vec<f64> = row.iter().map(|v| (v - max).exp() / z).collect();
-        let h: f64 = -p
-            .iter()
-            .filter(|&&q| q > 0.0)
-            .map(|q| q * q.ln())
-            .sum::<f64>();
+        let h: f64 = -p.iter().filter(|&&q| q > 0.0).map(|q| q * q.ln()).sum::<f64>();
         let best = p.iter().cloned().fold(0.0, f64::max);
-        assert!(
-            (entropy[pos] as f64 - h).abs() < 1e-4,
-            "entropy at {pos}: {} vs {h}",
-            entropy[pos]
-        );
-        assert!(
-            (top1[pos] as f64 - best).abs() < 1e-5,
-            "top-1 at {pos}: {} vs {best}",
-            top1[pos]
-        );
+        assert!((entropy[pos] as f64 - h).abs() < 1e-4, "entropy at {pos}: {} vs {h}", entropy[pos]);
+        assert!((top1[pos] as f64 - best).abs() < 1e-5, "top-1 at {pos}: {} vs {best}", top1[pos]);
     }
     Ok(())
 }
@@ -109,9 +94,7 @@ fn entropy_and_top1_match_softmax() -> Result<()> {
 fn out_of_vocabulary_id_is_an_error() -> Result<()> {
     let model = load("qwen2-tiny")?;
     let ids = pad_batch(&[vec![1, 2, 320]], 0, model.device())?;
-    let err = model
-        .forward(&ids)
-        .expect_err("id 320 is outside a 320-token vocabulary");
+    let err = model.forward(&ids).expect_err("id 320 is outside a 320-token vocabulary");
     assert!(err.to_string().contains("320"), "{err}");
     Ok(())
 }

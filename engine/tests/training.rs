@@ -5,9 +5,7 @@ mod common;
 
 use anyhow::{Context, Result};
 use common::{as_vec, load, parity_examples, read_json};
-use engine::{
-    clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, Model, Tensor,
-};
+use engine::{clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, Model, Tensor};
 
 /// The loss mask over `[B, T-1]` log-prob positions: entry `t` scores `ids[t+1]`, included when
 /// `t + 1` is a response token or the EOS of a real (unpadded) row.
@@ -84,16 +82,8 @@ fn check(model_name: &str, objective: &str) -> Result<()> {
         let (wl, wn) = (want_losses[step], want_norms[step]);
         let (rl, rn) = ((loss - wl).abs() / wl.abs(), (norm - wn).abs() / wn.abs());
         eprintln!("{model_name}-{objective} step {}: loss {loss} vs {wl} (rel {rl:.2e}), grad norm {norm} vs {wn} (rel {rn:.2e})", step + 1);
-        assert!(
-            rl < 2e-3,
-            "{model_name}-{objective} step {}: loss {loss} vs {wl}",
-            step + 1
-        );
-        assert!(
-            rn < 1e-2,
-            "{model_name}-{objective} step {}: grad norm {norm} vs {wn}",
-            step + 1
-        );
+        assert!(rl < 2e-3, "{model_name}-{objective} step {}: loss {loss} vs {wl}", step + 1);
+        assert!(rn < 1e-2, "{model_name}-{objective} step {}: grad norm {norm} vs {wn}", step + 1);
     }
     Ok(())
 }

@@ -80,10 +80,7 @@ pub struct ObjectiveSection {
 
 impl Default for ObjectiveSection {
     fn default() -> Self {
-        Self {
-            plugin: default_objective(),
-            params: toml::Table::new(),
-        }
+        Self { plugin: default_objective(), params: toml::Table::new() }
     }
 }
 
@@ -98,10 +95,7 @@ pub struct MixerSection {
 
 impl Default for MixerSection {
     fn default() -> Self {
-        Self {
-            plugin: default_mixer(),
-            params: toml::Table::new(),
-        }
+        Self { plugin: default_mixer(), params: toml::Table::new() }
     }
 }
 
@@ -228,23 +222,16 @@ impl RunConfig {
     /// Reads `path`, applies `--set` overrides, parses strictly and validates.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let shown = path.display();
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read config {shown}"))?;
-        let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            anyhow::anyhow!("{shown}: {}", one_line(&e.to_string()))
-        })?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {shown}"))?;
+        let mut doc: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| anyhow::anyhow!("{shown}: {}", one_line(&e.to_string())))?;
         for assignment in overrides {
             apply_override(&mut doc, assignment)?;
         }
-        let config: RunConfig =
-            toml::Value::Table(doc)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    anyhow::anyhow!("{shown}: {}", one_line(&e.to_string()))
-                })?;
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+        let config: RunConfig = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{shown}: {}", one_line(&e.to_string())))?;
+        config.validate().map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
         Ok(config)
     }
 
@@ -264,23 +251,17 @@ impl RunConfig {
                 bail!("[optim] betas[{i}] must be in [0, 1), got {b}");
             }
         }
-        if !(o.eps > 0.0) {
+        if !o.eps.is_finite() || o.eps <= 0.0 {
             bail!("[optim] eps must be positive, got {}", o.eps);
         }
-        if !(o.weight_decay >= 0.0) {
+        if !o.weight_decay.is_finite() || o.weight_decay < 0.0 {
             bail!("[optim] weight_decay must be >= 0, got {}", o.weight_decay);
         }
         if !(0.0..1.0).contains(&o.warmup_ratio) {
-            bail!(
-                "[optim] warmup_ratio must be in [0, 1), got {}",
-                o.warmup_ratio
-            );
+            bail!("[optim] warmup_ratio must be in [0, 1), got {}", o.warmup_ratio);
         }
-        if !(o.max_grad_norm >= 0.0) {
-            bail!(
-                "[optim] max_grad_norm must be >= 0 (0 disables clipping), got {}",
-                o.max_grad_norm
-            );
+        if !o.max_grad_norm.is_finite() || o.max_grad_norm < 0.0 {
+            bail!("[optim] max_grad_norm must be >= 0 (0 disables clipping), got {}", o.max_grad_norm);
         }
         if t.batch_size == 0 {
             bail!("[train] batch_size must be at least 1");
@@ -290,34 +271,22 @@ impl RunConfig {
             bail!("[train] micro_batch_size must be at least 1");
         }
         if micro > t.batch_size {
-            bail!(
-                "[train] micro_batch_size ({micro}) is larger than batch_size ({})",
-                t.batch_size
-            );
+            bail!("[train] micro_batch_size ({micro}) is larger than batch_size ({})", t.batch_size);
         }
-        if t.batch_size % micro != 0 {
-            bail!(
-                "[train] batch_size ({}) must be a multiple of micro_batch_size ({micro})",
-                t.batch_size
-            );
+        if !t.batch_size.is_multiple_of(micro) {
+            bail!("[train] batch_size ({}) must be a multiple of micro_batch_size ({micro})", t.batch_size);
         }
         match (t.max_steps, t.epochs) {
             (Some(0), _) => bail!("[train] max_steps must be at least 1"),
-            (_, Some(e)) if !(e > 0.0) => bail!("[train] epochs must be positive, got {e}"),
+            (_, Some(e)) if !e.is_finite() || e <= 0.0 => bail!("[train] epochs must be positive, got {e}"),
             (None, None) => bail!("[train] give max_steps or epochs"),
             _ => {}
         }
         if self.data.max_length < 2 {
-            bail!(
-                "[data] max_length must be at least 2, got {}",
-                self.data.max_length
-            );
+            bail!("[data] max_length must be at least 2, got {}", self.data.max_length);
         }
         if !matches!(self.model.dtype.as_str(), "float32" | "f32") {
-            bail!(
-                "[model] dtype `{}` is not supported for CPU training (use float32)",
-                self.model.dtype
-            );
+            bail!("[model] dtype `{}` is not supported for CPU training (use float32)", self.model.dtype);
         }
         Ok(())
     }
@@ -333,9 +302,7 @@ fn apply_override(doc: &mut toml::Table, assignment: &str) -> Result<()> {
     let (last, parents) = path.split_last().context("--set with an empty key")?;
     let mut table = doc;
     for part in parents {
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let entry = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
         table = match entry {
             toml::Value::Table(t) => t,
             _ => bail!("--set {key}: `{part}` is not a table"),
@@ -361,51 +328,27 @@ mod tests {
         RunConfig::load(&path, &overrides)
     }
 
-    const MINIMAL: &str =
-        "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[train]\nmax_steps = 3\n";
+    const MINIMAL: &str = "[model]\npath = \"m\"\n[data]\ntrain = \"t.jsonl\"\n[train]\nmax_steps = 3\n";
 
     #[test]
     fn defaults_and_overrides() {
-        let c = load(
-            MINIMAL,
-            &[
-                "optim.lr=3e-4",
-                "objective.plugin=neg_p",
-                "objective.params.alpha=2",
-            ],
-        )
-        .unwrap();
+        let c = load(MINIMAL, &["optim.lr=3e-4", "objective.plugin=neg_p", "objective.params.alpha=2"]).unwrap();
         assert_eq!(c.optim.lr, 3e-4);
         assert_eq!(c.objective.plugin, "neg_p");
-        assert_eq!(
-            c.objective.params.get("alpha").and_then(|v| v.as_integer()),
-            Some(2)
-        );
+        assert_eq!(c.objective.params.get("alpha").and_then(|v| v.as_integer()), Some(2));
         assert_eq!(c.micro_batch_size(), 8);
         assert_eq!(c.data.train.files(), vec![PathBuf::from("t.jsonl")]);
     }
 
     #[test]
     fn refuses_unknown_keys_and_bad_values_naming_them() {
-        let err = load(&format!("{MINIMAL}[optim]\nlrr = 1\n"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = load(&format!("{MINIMAL}[optim]\nlrr = 1\n"), &[]).unwrap_err().to_string();
         assert!(err.contains("unknown field `lrr`"), "{err}");
         let err = load(MINIMAL, &["optim.lr=-1"]).unwrap_err().to_string();
-        assert!(
-            err.contains("[optim] lr must be a positive number, got -1"),
-            "{err}"
-        );
-        let err = load(MINIMAL, &["train.micro_batch_size=16"])
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("micro_batch_size (16) is larger than batch_size (8)"),
-            "{err}"
-        );
-        let err = load("[model]\npath = \"m\"\n", &[])
-            .unwrap_err()
-            .to_string();
+        assert!(err.contains("[optim] lr must be a positive number, got -1"), "{err}");
+        let err = load(MINIMAL, &["train.micro_batch_size=16"]).unwrap_err().to_string();
+        assert!(err.contains("micro_batch_size (16) is larger than batch_size (8)"), "{err}");
+        let err = load("[model]\npath = \"m\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("missing field `data`"), "{err}");
     }
 }

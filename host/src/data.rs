@@ -24,17 +24,15 @@ impl TextTokenizer {
     pub fn from_model_dir(dir: &Path, config: &ModelConfig) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
-            bail!(
-                "{}: missing (the model directory needs a tokenizer)",
-                path.display()
-            );
+            bail!("{}: missing (the model directory needs a tokenizer)", path.display());
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
         let config_path = dir.join("tokenizer_config.json");
         let tokenizer_config: Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text)
-                .with_context(|| format!("{}: not valid JSON", config_path.display()))?,
+            Ok(text) => {
+                serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", config_path.display()))?
+            }
             Err(_) => Value::Null,
         };
         let eos_text = match &tokenizer_config["eos_token"] {
@@ -43,17 +41,11 @@ impl TextTokenizer {
             _ => None,
         };
         let eos_id = match eos_text {
-            Some(text) => inner.token_to_id(&text).ok_or_else(|| {
-                anyhow!(
-                    "{}: eos_token {text:?} is not in the vocabulary",
-                    config_path.display()
-                )
-            })?,
+            Some(text) => inner
+                .token_to_id(&text)
+                .ok_or_else(|| anyhow!("{}: eos_token {text:?} is not in the vocabulary", config_path.display()))?,
             None => *config.eos_token_ids.first().ok_or_else(|| {
-                anyhow!(
-                    "{}: no eos_token, and config.json has no eos_token_id",
-                    config_path.display()
-                )
+                anyhow!("{}: no eos_token, and config.json has no eos_token_id", config_path.display())
             })?,
         };
         let vocab = inner.get_vocab_size(true);
@@ -64,30 +56,19 @@ impl TextTokenizer {
                 config.vocab_size
             );
         }
-        let chat_template = tokenizer_config["chat_template"]
-            .as_str()
-            .map(str::to_string);
-        Ok(Self {
-            inner,
-            eos_id,
-            chat_template,
-            path,
-        })
+        let chat_template = tokenizer_config["chat_template"].as_str().map(str::to_string);
+        Ok(Self { inner, eos_id, chat_template, path })
     }
 
     /// Token ids of `text`, without special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| anyhow!("{}: cannot tokenise: {e}", self.path.display()))?;
+        let encoding =
+            self.inner.encode(text, false).map_err(|e| anyhow!("{}: cannot tokenise: {e}", self.path.display()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner
-            .decode(ids, true)
-            .map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
+        self.inner.decode(ids, true).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
     }
 
     /// The prompt as a single user message through the tokenizer's chat template, ready for the reply.
@@ -104,11 +85,7 @@ impl TextTokenizer {
         env.add_template("chat", template)
             .map_err(|e| anyhow!("tokenizer_config.json: chat_template does not parse: {e}"))?;
         env.get_template("chat")
-            .and_then(|t| {
-                t.render(
-                    minijinja::context! { messages => messages, add_generation_prompt => true },
-                )
-            })
+            .and_then(|t| t.render(minijinja::context! { messages => messages, add_generation_prompt => true }))
             .map_err(|e| anyhow!("tokenizer_config.json: chat_template failed to render: {e}"))
     }
 }
@@ -147,7 +124,7 @@ pub fn read_records(path: &Path, prompt_key: &str, response_key: &str) -> Result
     let mut records = Vec::with_capacity(rows.len());
     for (n, row) in rows {
         let at = |message: String| anyhow!("{shown}:{n}: {message}");
-        let record = record_from_row(&row, n, prompt_key, response_key).map_err(|m| at(m))?;
+        let record = record_from_row(&row, n, prompt_key, response_key).map_err(&at)?;
         if record.response.trim().is_empty() {
             return Err(at(format!("empty response under `{response_key}`")));
         }
@@ -238,7 +215,8 @@ fn chat_record(row: &Value, messages: &Value, line: usize) -> Result<Record, Str
     if before.is_empty() {
         return Err("`messages` has no prompt before the assistant reply".into());
     }
-    if let Some(i) = before.iter().position(|m| content(m).is_none() || m.get("role").and_then(Value::as_str).is_none()) {
+    if let Some(i) = before.iter().position(|m| content(m).is_none() || m.get("role").and_then(Value::as_str).is_none())
+    {
         return Err(format!("messages[{i}] needs a string `role` and `content`"));
     }
     Ok(Record {
@@ -274,18 +252,9 @@ pub fn tokenize(
     max_length: Option<usize>,
     chat_template: bool,
 ) -> Result<Dataset> {
-    let mut dataset = Dataset {
-        name: name.to_string(),
-        examples: Vec::new(),
-        truncated: 0,
-        dropped: 0,
-    };
+    let mut dataset = Dataset { name: name.to_string(), examples: Vec::new(), truncated: 0, dropped: 0 };
     for record in records {
-        let prompt_text = if chat_template {
-            tokenizer.render_chat(&record.prompt)?
-        } else {
-            record.prompt.clone()
-        };
+        let prompt_text = if chat_template { tokenizer.render_chat(&record.prompt)? } else { record.prompt.clone() };
         let mut ids = tokenizer.encode(&prompt_text)?;
         let prompt_len = ids.len();
         let response = tokenizer.encode(&record.response)?;
@@ -296,10 +265,7 @@ pub fn tokenize(
         ids.push(tokenizer.eos_id);
         if prompt_len == 0 {
             // Nothing predicts the first response token; it is scored from no context, so drop it.
-            bail!(
-                "{name}:{}: empty prompt (the first response token would have no context)",
-                record.line
-            );
+            bail!("{name}:{}: empty prompt (the first response token would have no context)", record.line);
         }
         if let Some(max) = max_length {
             if ids.len() > max {
@@ -350,13 +316,7 @@ impl Batch {
             }
         }
         let tokens = rows.iter().map(Vec::len).sum();
-        Ok(Self {
-            ids,
-            loss_mask,
-            sequence_starts,
-            positions,
-            tokens,
-        })
+        Ok(Self { ids, loss_mask, sequence_starts, positions, tokens })
     }
 }
 
@@ -401,14 +361,8 @@ mod tests {
 
     #[test]
     fn loss_mask_covers_response_and_eos_only() {
-        let a = Example {
-            ids: vec![10, 11, 12, 13, 0],
-            prompt_len: 2,
-        }; // prompt 10 11, response 12 13, eos
-        let b = Example {
-            ids: vec![10, 12, 0],
-            prompt_len: 1,
-        };
+        let a = Example { ids: vec![10, 11, 12, 13, 0], prompt_len: 2 }; // prompt 10 11, response 12 13, eos
+        let b = Example { ids: vec![10, 12, 0], prompt_len: 1 };
         let batch = Batch::new(&[&a, &b], 0, &Device::Cpu).unwrap();
         assert_eq!(batch.positions, 4);
         // Row a: positions 1, 2, 3 predict 12, 13, eos. Row b: positions 0, 1 predict 12, eos.

@@ -7,9 +7,12 @@
 
 pub mod commands;
 pub mod config;
+pub mod continuum;
 pub mod data;
+pub mod eval;
 pub mod plugins;
 pub mod report;
+pub mod sampler;
 pub mod score;
 pub mod train;
 
@@ -43,8 +46,5 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 
 /// The error as one line: its causes joined with `: `, newlines flattened.
 pub fn one_line(error: &anyhow::Error) -> String {
-    format!("{error:#}")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
+    format!("{error:#}").split_whitespace().collect::<Vec<_>>().join(" ")
 }

@@ -8,11 +8,7 @@ use host::commands;
 use host::plugins::SearchPath;
 
 #[derive(Parser)]
-#[command(
-    name = "host",
-    version,
-    about = "SFT trainer with probability-based objectives as plugins"
-)]
+#[command(name = "host", version, about = "SFT trainer with probability-based objectives as plugins")]
 struct Cli {
     /// Folder to search for plugins given by name (repeatable; before HOST_PLUGIN_PATH and the binary's folder).
     #[arg(long = "plugin-dir", global = true)]
@@ -55,6 +51,67 @@ enum Command {
         prompt_key: String,
         #[arg(long, default_value = "response")]
         response_key: String,
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+    },
+    /// Generate for every prompt of a data file and score the generations with an evaluator plugin.
+    Eval {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Evaluator plugin by name or path.
+        #[arg(long)]
+        evaluator: String,
+        /// Evaluator parameter, key=value (repeatable).
+        #[arg(long = "param")]
+        params: Vec<String>,
+        /// Generations per prompt (more than 1 needs --temperature > 0).
+        #[arg(long, default_value_t = 1)]
+        samples: usize,
+        /// Sampling temperature; 0 is greedy.
+        #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+        temperature: f64,
+        /// Nucleus size in (0, 1].
+        #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+        top_p: f64,
+        #[arg(long, default_value_t = 512)]
+        max_new_tokens: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Stop string, cut from the text with what follows; \n and \t mean newline and tab (repeatable).
+        #[arg(long, allow_hyphen_values = true)]
+        stop: Vec<String>,
+        #[arg(long, default_value = "prompt")]
+        prompt_key: String,
+        #[arg(long, default_value = "response")]
+        response_key: String,
+        /// Prompts per generation batch (each with --samples rows).
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Render each prompt through the tokenizer's chat template.
+        #[arg(long)]
+        chat_template: bool,
+        /// Per-example JSONL; the aggregate goes beside it as <stem>.summary.json.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Where a data set sits on the capability continuum: the base model's confidence on its targets.
+    Diagnose {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        data: PathBuf,
+        /// Output stem: writes STEM.json and STEM.svg (histogram).
+        #[arg(long, default_value = "diagnose")]
+        out: PathBuf,
+        #[arg(long, default_value = "prompt")]
+        prompt_key: String,
+        #[arg(long, default_value = "response")]
+        response_key: String,
+        /// Render prompts through the tokenizer's chat template.
+        #[arg(long)]
+        chat_template: bool,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
     },
@@ -106,10 +163,7 @@ enum PlotWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HOST_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let search = SearchPath::new(&cli.plugin_dirs);
@@ -117,42 +171,77 @@ fn main() -> ExitCode {
         Command::Plugins { action } => match action {
             PluginsAction::List => commands::plugins::list(&search),
             PluginsAction::Inspect { plugin } => commands::plugins::inspect(&search, &plugin),
-            PluginsAction::Check { plugin, params } => {
-                commands::plugins::check(&search, &plugin, &params)
+            PluginsAction::Check { plugin, params } => commands::plugins::check(&search, &plugin, &params),
+            PluginsAction::Curve { plugin, params, points } => {
+                commands::plugins::curve_csv(&search, &plugin, &params, points)
             }
-            PluginsAction::Curve {
-                plugin,
-                params,
-                points,
-            } => commands::plugins::curve_csv(&search, &plugin, &params, points),
         },
-        Command::Train {
-            config,
-            plugin,
-            overrides,
-            resume,
-        } => commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search),
-        Command::Score {
+        Command::Train { config, plugin, overrides, resume } => {
+            commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search)
+        }
+        Command::Score { model, data, out, prompt_key, response_key, batch_size } => {
+            commands::score::run(&commands::score::ScoreArgs {
+                model: &model,
+                data: &data,
+                out: &out,
+                prompt_key: &prompt_key,
+                response_key: &response_key,
+                batch_size,
+            })
+        }
+        Command::Eval {
             model,
             data,
-            out,
+            evaluator,
+            params,
+            samples,
+            temperature,
+            top_p,
+            max_new_tokens,
+            seed,
+            stop,
             prompt_key,
             response_key,
             batch_size,
-        } => commands::score::run(&commands::score::ScoreArgs {
-            model: &model,
-            data: &data,
-            out: &out,
-            prompt_key: &prompt_key,
-            response_key: &response_key,
-            batch_size,
-        }),
+            chat_template,
+            out,
+        } => commands::eval::run(
+            &commands::eval::EvalArgs {
+                model: &model,
+                data: &data,
+                evaluator: &evaluator,
+                params: &params,
+                out: &out,
+                prompt_key: &prompt_key,
+                response_key: &response_key,
+                settings: host::eval::EvalSettings {
+                    samples,
+                    temperature,
+                    top_p,
+                    max_new_tokens,
+                    seed,
+                    stop,
+                    batch_size,
+                    chat_template,
+                },
+            },
+            &search,
+        ),
+        Command::Diagnose { model, data, out, prompt_key, response_key, chat_template, batch_size } => {
+            commands::diagnose::run(&commands::diagnose::DiagnoseArgs {
+                model: &model,
+                data: &data,
+                out: &out,
+                prompt_key: &prompt_key,
+                response_key: &response_key,
+                chat_template,
+                batch_size,
+            })
+        }
         Command::Plot { what } => match what {
-            PlotWhat::Objectives {
-                plugins,
-                out,
-                points,
-            } => commands::plot::objectives(&search, &plugins, &out, points),
+            PlotWhat::Objectives { plugins, out, points } => {
+                commands::plot::objectives(&search, &plugins, &out, points)
+            }
         },
     };
     match result {

@@ -9,12 +9,7 @@ use engine::Model;
 use crate::data::{Batch, Example};
 
 /// Per example, in order, the log-probability of each loss position (response tokens, then EOS).
-pub fn response_logprobs(
-    model: &Model,
-    examples: &[Example],
-    pad_id: u32,
-    batch_size: usize,
-) -> Result<Vec<Vec<f32>>> {
+pub fn response_logprobs(model: &Model, examples: &[Example], pad_id: u32, batch_size: usize) -> Result<Vec<Vec<f32>>> {
     // Sorting by length keeps padding low; results go back in input order.
     let mut order: Vec<usize> = (0..examples.len()).collect();
     order.sort_by_key(|&i| examples[i].ids.len());
@@ -23,15 +18,11 @@ pub fn response_logprobs(
         let rows: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
         let batch = Batch::new(&rows, pad_id, model.device())?;
         let logits = model.forward(&batch.ids)?;
-        let logp: Vec<f32> = engine::token_logprobs(&logits, &batch.ids)?
-            .flatten_all()?
-            .to_vec1()?;
+        let logp: Vec<f32> = engine::token_logprobs(&logits, &batch.ids)?.flatten_all()?.to_vec1()?;
         for (row, &i) in chunk.iter().enumerate() {
             let start = row * batch.positions;
-            by_index[i] = (start..start + batch.positions)
-                .filter(|&k| batch.loss_mask[k] == 1)
-                .map(|k| logp[k])
-                .collect();
+            by_index[i] =
+                (start..start + batch.positions).filter(|&k| batch.loss_mask[k] == 1).map(|k| logp[k]).collect();
         }
     }
     Ok(by_index)

@@ -98,7 +98,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         eps: config.optim.eps,
         weight_decay: config.optim.weight_decay,
     };
-    let mut optimizer = AdamW::new(adamw.clone());
+    let mut optimizer = AdamW::new(adamw);
     let mut state = TrainerState {
         step: 0,
         total_steps,
@@ -258,7 +258,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         progress.step(step, loss, tokens_per_second);
 
         let save_every = config.train.save_every;
-        if save_every > 0 && step % save_every == 0 && step < total_steps {
+        if save_every > 0 && step.is_multiple_of(save_every) && step < total_steps {
             save_checkpoint(&model, &optimizer, &state, &out_dir.join(format!("checkpoint-{step}")))?;
         }
     }

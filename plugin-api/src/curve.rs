@@ -23,10 +23,7 @@ pub struct CurvePoint {
 }
 
 /// Evaluates an objective directly (no ABI) at each probability, for unit tests of plugins.
-pub fn tabulate<T: Objective>(
-    params: &[ParamEntry],
-    probabilities: &[f64],
-) -> Result<Vec<CurvePoint>, String> {
+pub fn tabulate<T: Objective>(params: &[ParamEntry], probabilities: &[f64]) -> Result<Vec<CurvePoint>, String> {
     let objective = T::from_params(&Params::new(params))?;
     let logp: Vec<f32> = probabilities.iter().map(|p| p.ln() as f32).collect();
     let mask = vec![1u8; logp.len()];

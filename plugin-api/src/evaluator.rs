@@ -56,12 +56,7 @@ pub trait Evaluator: Send + Sync + Sized + 'static {
     fn from_params(params: &Params) -> Result<Self, String>;
 
     /// Named scores of one generation against the reference.
-    fn score_one(
-        &self,
-        generation: &str,
-        reference: &str,
-        example: &EvaluatorExample<'_>,
-    ) -> Vec<(String, f64)>;
+    fn score_one(&self, generation: &str, reference: &str, example: &EvaluatorExample<'_>) -> Vec<(String, f64)>;
 
     /// By default: each score's mean over the first generations (`<name>`) and over all
     /// generations (`<name>@mean`) when there are several.
@@ -113,13 +108,7 @@ pub fn mean_aggregate(scores: &[ExampleScores]) -> Vec<(String, f64)> {
 pub struct EvaluatorAdapter<T>(pub T);
 
 fn named(scores: Vec<(String, f64)>) -> RVec<NamedScore> {
-    scores
-        .into_iter()
-        .map(|(name, value)| NamedScore {
-            name: name.into(),
-            value,
-        })
-        .collect()
+    scores.into_iter().map(|(name, value)| NamedScore { name: name.into(), value }).collect()
 }
 
 impl<T: Evaluator> EvaluatorState for EvaluatorAdapter<T> {
@@ -128,20 +117,13 @@ impl<T: Evaluator> EvaluatorState for EvaluatorAdapter<T> {
             let per_generation = example
                 .generations
                 .iter()
-                .map(|g| {
-                    named(
-                        self.0
-                            .score_one(g.as_str(), example.reference.as_str(), &example),
-                    )
-                })
+                .map(|g| named(self.0.score_one(g.as_str(), example.reference.as_str(), &example)))
                 .collect();
             Ok(ExampleScores { per_generation })
         })
     }
 
     fn aggregate(&self, scores: RSlice<'_, ExampleScores>) -> RResult<RVec<NamedScore>, RString> {
-        crate::catch_panic("aggregate", || {
-            Ok(named(self.0.aggregate(scores.as_slice())))
-        })
+        crate::catch_panic("aggregate", || Ok(named(self.0.aggregate(scores.as_slice()))))
     }
 }

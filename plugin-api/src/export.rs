@@ -25,12 +25,9 @@ macro_rules! __export_plugin {
             use $crate::abi_stable::std_types::{RResult, RSlice, RStr, RString};
             use $trait_ as PluginTrait;
 
-            extern "C" fn create(
-                params: RSlice<'_, $crate::ParamEntry>,
-            ) -> RResult<$crate::PluginInstance, RString> {
+            extern "C" fn create(params: RSlice<'_, $crate::ParamEntry>) -> RResult<$crate::PluginInstance, RString> {
                 $crate::catch_panic("create", || {
-                    let instance =
-                        <$ty as PluginTrait>::from_params(&$crate::Params::new(params.as_slice()))?;
+                    let instance = <$ty as PluginTrait>::from_params(&$crate::Params::new(params.as_slice()))?;
                     Ok($crate::PluginInstance::$kind($crate::$to::from_value(
                         $adapter(instance),
                         $crate::abi_stable::sabi_trait::TD_Opaque,

@@ -35,13 +35,10 @@ use abi_stable::{
     StableAbi,
 };
 
-pub use evaluator::{
-    EvaluatorBox, EvaluatorExample, EvaluatorState, EvaluatorState_TO, ExampleScores, NamedScore,
-};
+pub use evaluator::{EvaluatorBox, EvaluatorExample, EvaluatorState, EvaluatorState_TO, ExampleScores, NamedScore};
 pub use mixer::{MixerBox, MixerRequest, MixerState, MixerState_TO, TrainingSet};
 pub use objective::{
-    LossForm, ObjectiveBatch, ObjectiveBox, ObjectiveNeeds, ObjectiveOutput, ObjectiveState,
-    ObjectiveState_TO,
+    LossForm, ObjectiveBatch, ObjectiveBox, ObjectiveNeeds, ObjectiveOutput, ObjectiveState, ObjectiveState_TO,
 };
 pub use params::{ParamDefault, ParamEntry, ParamSpec, ParamType, ParamValue, Params};
 
@@ -129,9 +126,7 @@ pub fn catch_panic<T>(what: &str, call: impl FnOnce() -> Result<T, String>) -> R
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic payload".to_string());
-            RResult::RErr(RString::from(format!(
-                "plugin panicked in {what}: {detail}"
-            )))
+            RResult::RErr(RString::from(format!("plugin panicked in {what}: {detail}")))
         }
     }
 }
@@ -162,9 +157,6 @@ macro_rules! __root_module_symbol {
 mod tests {
     #[test]
     fn root_module_symbol_matches_abi_stable() {
-        assert_eq!(
-            __root_module_symbol!(),
-            abi_stable::library::ROOT_MODULE_LOADER_NAME
-        );
+        assert_eq!(__root_module_symbol!(), abi_stable::library::ROOT_MODULE_LOADER_NAME);
     }
 }

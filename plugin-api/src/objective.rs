@@ -164,11 +164,7 @@ impl<T: Objective> ObjectiveState for ObjectiveAdapter<T> {
     fn compute(&self, batch: ObjectiveBatch<'_>) -> RResult<ObjectiveOutput, RString> {
         crate::catch_panic("compute", || {
             if batch.mask.len() != batch.logp.len() {
-                return Err(format!(
-                    "mask has {} entries for {} logp",
-                    batch.mask.len(),
-                    batch.logp.len()
-                ));
+                return Err(format!("mask has {} entries for {} logp", batch.mask.len(), batch.logp.len()));
             }
             self.0.compute(&batch)
         })
@@ -176,8 +172,7 @@ impl<T: Objective> ObjectiveState for ObjectiveAdapter<T> {
 
     fn needs(&self) -> ObjectiveNeeds {
         // A panic here cannot be reported as an error; asking for nothing is the safe answer.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.needs()))
-            .unwrap_or_default()
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.0.needs())).unwrap_or_default()
     }
 }
 

@@ -83,19 +83,8 @@ impl ParamSpec {
             doc: RStr::from_str(doc),
         }
     }
-    const fn new(
-        name: &'static str,
-        ty: ParamType,
-        default: ParamDefault,
-        doc: &'static str,
-    ) -> Self {
-        Self {
-            name: RStr::from_str(name),
-            ty,
-            default,
-            choices: RSlice::from_slice(&[]),
-            doc: RStr::from_str(doc),
-        }
+    const fn new(name: &'static str, ty: ParamType, default: ParamDefault, doc: &'static str) -> Self {
+        Self { name: RStr::from_str(name), ty, default, choices: RSlice::from_slice(&[]), doc: RStr::from_str(doc) }
     }
 }
 
@@ -152,10 +141,7 @@ impl<'a> Params<'a> {
     }
 
     pub fn get(&self, name: &str) -> Option<&ParamValue> {
-        self.entries
-            .iter()
-            .find(|e| e.name.as_str() == name)
-            .map(|e| &e.value)
+        self.entries.iter().find(|e| e.name.as_str() == name).map(|e| &e.value)
     }
 
     /// A float parameter (an int value is accepted and widened); `Ok(None)` when absent.
@@ -170,17 +156,14 @@ impl<'a> Params<'a> {
 
     /// A float parameter that must be present (the host fills in declared defaults).
     pub fn require_f64(&self, name: &str) -> Result<f64, String> {
-        self.f64(name)?
-            .ok_or_else(|| format!("parameter `{name}` is required"))
+        self.f64(name)?.ok_or_else(|| format!("parameter `{name}` is required"))
     }
 
     pub fn i64(&self, name: &str) -> Result<Option<i64>, String> {
         match self.get(name) {
             None => Ok(None),
             Some(ParamValue::Int(v)) => Ok(Some(*v)),
-            Some(other) => Err(format!(
-                "parameter `{name}` must be an integer, got {other}"
-            )),
+            Some(other) => Err(format!("parameter `{name}` must be an integer, got {other}")),
         }
     }
 
@@ -206,18 +189,12 @@ mod tests {
     use super::*;
 
     fn entry(name: &str, value: ParamValue) -> ParamEntry {
-        ParamEntry {
-            name: name.into(),
-            value,
-        }
+        ParamEntry { name: name.into(), value }
     }
 
     #[test]
     fn reads_values_and_widens_ints_to_floats() {
-        let entries = [
-            entry("alpha", ParamValue::Int(3)),
-            entry("side", ParamValue::Str("top".into())),
-        ];
+        let entries = [entry("alpha", ParamValue::Int(3)), entry("side", ParamValue::Str("top".into()))];
         let params = Params::new(&entries);
         assert_eq!(params.f64("alpha").unwrap(), Some(3.0));
         assert_eq!(params.str("side").unwrap(), Some("top"));

@@ -40,20 +40,14 @@ impl Threshold {
         let side = match params.str("side")?.unwrap_or("top") {
             "top" => Side::Top,
             "bottom" => Side::Bottom,
-            other => {
-                return Err(format!(
-                    "parameter `side` must be \"top\" or \"bottom\", got {other:?}"
-                ))
-            }
+            other => return Err(format!("parameter `side` must be \"top\" or \"bottom\", got {other:?}")),
         };
         let q = match (params.f64("q")?, params.f64("percentile")?) {
             (Some(q), _) => q,
             (None, Some(_)) => {
-                return Err(
-                    "parameter `percentile` must be converted to `q` from base-model quantiles \
+                return Err("parameter `percentile` must be converted to `q` from base-model quantiles \
                             (host train does this); give `q` directly here"
-                        .to_string(),
-                )
+                    .to_string())
             }
             (None, None) => return Err("parameter `q` (or `percentile`) is required".to_string()),
         };
@@ -78,27 +72,15 @@ mod tests {
     use crate::params::{ParamEntry, ParamValue};
 
     fn params(entries: &[(&str, ParamValue)]) -> Vec<ParamEntry> {
-        entries
-            .iter()
-            .map(|(n, v)| ParamEntry {
-                name: (*n).into(),
-                value: v.clone(),
-            })
-            .collect()
+        entries.iter().map(|(n, v)| ParamEntry { name: (*n).into(), value: v.clone() }).collect()
     }
 
     #[test]
     fn keeps_the_chosen_side_inclusively() {
-        let e = params(&[
-            ("q", ParamValue::Float(0.5)),
-            ("side", ParamValue::Str("bottom".into())),
-        ]);
+        let e = params(&[("q", ParamValue::Float(0.5)), ("side", ParamValue::Str("bottom".into()))]);
         let t = Threshold::from_params(&Params::new(&e)).unwrap();
         assert!(t.keeps(0.5) && t.keeps(0.1) && !t.keeps(0.6));
-        let e = params(&[
-            ("q", ParamValue::Float(0.5)),
-            ("side", ParamValue::Str("top".into())),
-        ]);
+        let e = params(&[("q", ParamValue::Float(0.5)), ("side", ParamValue::Str("top".into()))]);
         let t = Threshold::from_params(&Params::new(&e)).unwrap();
         assert!(t.keeps(0.5) && t.keeps(0.9) && !t.keeps(0.4));
     }
@@ -106,15 +88,9 @@ mod tests {
     #[test]
     fn refuses_out_of_range_and_unresolved_percentile() {
         let e = params(&[("q", ParamValue::Float(1.5))]);
-        assert!(Threshold::from_params(&Params::new(&e))
-            .unwrap_err()
-            .contains("[0, 1]"));
+        assert!(Threshold::from_params(&Params::new(&e)).unwrap_err().contains("[0, 1]"));
         let e = params(&[("percentile", ParamValue::Float(50.0))]);
-        assert!(Threshold::from_params(&Params::new(&e))
-            .unwrap_err()
-            .contains("percentile"));
-        assert!(Threshold::from_params(&Params::new(&[]))
-            .unwrap_err()
-            .contains("required"));
+        assert!(Threshold::from_params(&Params::new(&e)).unwrap_err().contains("percentile"));
+        assert!(Threshold::from_params(&Params::new(&[])).unwrap_err().contains("required"));
     }
 }

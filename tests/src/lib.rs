@@ -6,16 +6,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 pub fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// The folder holding `host` and the plugin libraries.
@@ -44,21 +39,13 @@ pub fn host_path() -> PathBuf {
 
 /// Runs `host` with `args`, with an empty plugin search path apart from the binary's own folder.
 pub fn host(args: &[&str]) -> Output {
-    Command::new(host_path())
-        .args(args)
-        .env_remove("HOST_PLUGIN_PATH")
-        .output()
-        .expect("run host")
+    Command::new(host_path()).args(args).env_remove("HOST_PLUGIN_PATH").output().expect("run host")
 }
 
 /// The path of a built plugin library by crate name.
 pub fn plugin_path(name: &str) -> PathBuf {
     ensure_built();
-    bin_dir().join(format!(
-        "{}{name}{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    ))
+    bin_dir().join(format!("{}{name}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
 }
 
 pub fn stdout(output: &Output) -> String {
@@ -74,17 +61,9 @@ pub fn assert_error(output: &Output, code: i32, needles: &[&str]) {
     let err = stderr(output);
     let error_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(output.status.code(), Some(code), "stderr: {err}");
-    assert_eq!(
-        error_lines.len(),
-        1,
-        "expected one error line, stderr: {err}"
-    );
+    assert_eq!(error_lines.len(), 1, "expected one error line, stderr: {err}");
     for needle in needles {
-        assert!(
-            error_lines[0].contains(needle),
-            "missing {needle:?} in {:?}",
-            error_lines[0]
-        );
+        assert!(error_lines[0].contains(needle), "missing {needle:?} in {:?}", error_lines[0]);
     }
 }
 

@@ -56,7 +56,11 @@ fn verl_parquet_trains_end_to_end() {
     let data = dir.path().join("math.parquet");
     write_verl_parquet(
         &data,
-        &[("gsm8k", "Q: 12+30\nA: ", "2+0=2, 1+3=4 => 42"), ("gsm8k", "Q: 5+6\nA: ", "5+6=11 => 11"), ("gsm8k", "Q: 7+1\nA: ", "7+1=8 => 8")],
+        &[
+            ("gsm8k", "Q: 12+30\nA: ", "2+0=2, 1+3=4 => 42"),
+            ("gsm8k", "Q: 5+6\nA: ", "5+6=11 => 11"),
+            ("gsm8k", "Q: 7+1\nA: ", "7+1=8 => 8"),
+        ],
     );
     // The keys are dotted paths into the struct column.
     let out_dir = dir.path().join("out");
@@ -67,8 +71,13 @@ fn verl_parquet_trains_end_to_end() {
         &format!("[train]\nbatch_size = 2\nmax_steps = 3\nout_dir = {:?}\n", out_dir.display().to_string()),
     );
     let run = host(&[
-        "train", "--config", config.to_str().unwrap(),
-        "--set", "data.prompt_key=extra_info.question", "--set", "data.response_key=extra_info.answer",
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--set",
+        "data.prompt_key=extra_info.question",
+        "--set",
+        "data.response_key=extra_info.answer",
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let metrics = read_metrics(&out_dir);
@@ -96,11 +105,13 @@ fn chat_rows_with_messages_train_through_the_chat_template() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("chat.jsonl");
     let rows: Vec<_> = (0..4)
-        .map(|i| json!({"messages": [
-            {"role": "system", "content": "You add numbers."},
-            {"role": "user", "content": format!("What is {i}+1?")},
-            {"role": "assistant", "content": format!("{}", i + 1)}
-        ]}))
+        .map(|i| {
+            json!({"messages": [
+                {"role": "system", "content": "You add numbers."},
+                {"role": "user", "content": format!("What is {i}+1?")},
+                {"role": "assistant", "content": format!("{}", i + 1)}
+            ]})
+        })
         .collect();
     write_jsonl(&data, &rows);
     let run = train(dir.path(), data.to_str().unwrap(), "");

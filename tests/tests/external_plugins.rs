@@ -11,17 +11,11 @@ use integration_tests::{assert_error, host, host_path, stdout, target_dir, works
 /// is the plugin this test builds.
 fn readme_example() -> String {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let section = &readme[readme
-        .find("## Writing an objective plugin")
-        .expect("README section")..];
+    let section = &readme[readme.find("## Writing an objective plugin").expect("README section")..];
     let start = section.find("```rust").expect("rust block") + "```rust".len();
     let end = start + section[start..].find("```").expect("closing fence");
     // The block is indented inside a list item.
-    section[start..end]
-        .lines()
-        .map(|l| l.strip_prefix("   ").unwrap_or(l))
-        .collect::<Vec<_>>()
-        .join("\n")
+    section[start..end].lines().map(|l| l.strip_prefix("   ").unwrap_or(l)).collect::<Vec<_>>().join("\n")
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -38,12 +32,7 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A copy of plugin-api with `version` and an optional source edit, as another team might have.
-fn altered_plugin_api(
-    root: &Path,
-    dir: &str,
-    version: &str,
-    edit: Option<(&str, &str, &str)>,
-) -> PathBuf {
+fn altered_plugin_api(root: &Path, dir: &str, version: &str, edit: Option<(&str, &str, &str)>) -> PathBuf {
     let copy = root.join(dir);
     copy_dir(&workspace_root().join("plugin-api"), &copy);
     let manifest = format!(
@@ -78,51 +67,28 @@ fn a_plugin_built_outside_the_workspace_loads_in_the_same_host_and_bad_abis_are_
     let root = tempfile::tempdir().unwrap();
     let root = root.path();
     let source = readme_example();
-    plugin_crate(
-        root,
-        "sqrt_p",
-        &workspace_root().join("plugin-api"),
-        &source,
-    );
+    plugin_crate(root, "sqrt_p", &workspace_root().join("plugin-api"), &source);
     let v2 = altered_plugin_api(root, "plugin-api-v2", "0.2.0", None);
     plugin_crate(root, "sqrt_p_v2", &v2, &source);
     // Same compatible version, but an enum of the root module gained a variant: only the layout check
     // can tell.
-    let edit = (
-        "src/objective.rs",
-        "    NotApplicable,\n}",
-        "    NotApplicable,\n    Curvature,\n}",
-    );
+    let edit = ("src/objective.rs", "    NotApplicable,\n}", "    NotApplicable,\n    Curvature,\n}");
     let layout = altered_plugin_api(root, "plugin-api-layout", "0.1.1", Some(edit));
     plugin_crate(root, "sqrt_p_layout", &layout, &source);
     // Each plugin is its own workspace (two plugin-api packages cannot share one), with dependency
     // versions pinned to this workspace's lock; they share one target folder so abi_stable builds once.
     let target = target_dir().join("external-plugin-builds");
     for name in ["sqrt_p", "sqrt_p_v2", "sqrt_p_layout"] {
-        std::fs::copy(
-            workspace_root().join("Cargo.lock"),
-            root.join(name).join("Cargo.lock"),
-        )
-        .unwrap();
+        std::fs::copy(workspace_root().join("Cargo.lock"), root.join(name).join("Cargo.lock")).unwrap();
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet"])
             .current_dir(root.join(name))
             .env("CARGO_TARGET_DIR", &target)
             .status()
             .unwrap();
-        assert!(
-            status.success(),
-            "building the external plugin {name} failed"
-        );
+        assert!(status.success(), "building the external plugin {name} failed");
     }
-    let lib = |name: &str| {
-        target
-            .join("debug")
-            .join(format!("lib{name}.so"))
-            .to_str()
-            .unwrap()
-            .to_string()
-    };
+    let lib = |name: &str| target.join("debug").join(format!("lib{name}.so")).to_str().unwrap().to_string();
 
     // The new objective: checked, tabulated and plotted by the untouched host.
     let out = host(&["plugins", "check", &lib("sqrt_p")]);
@@ -132,32 +98,13 @@ fn a_plugin_built_outside_the_workspace_loads_in_the_same_host_and_bad_abis_are_
     for line in stdout(&out).lines().skip(1) {
         let v: Vec<f64> = line.split(',').map(|x| x.parse().unwrap()).collect();
         let p = v[0];
-        assert!(
-            (v[1] - 2.0 * (1.0 - p.sqrt())).abs() <= 1e-5 * v[1].abs() + 1e-7,
-            "{line}"
-        );
-        assert!(
-            (v[2] - p.sqrt()).abs() <= 1e-5 * v[2].abs() + 1e-7,
-            "{line}"
-        );
+        assert!((v[1] - 2.0 * (1.0 - p.sqrt())).abs() <= 1e-5 * v[1].abs() + 1e-7, "{line}");
+        assert!((v[2] - p.sqrt()).abs() <= 1e-5 * v[2].abs() + 1e-7, "{line}");
     }
-    assert_eq!(
-        std::fs::metadata(&host_binary).unwrap().modified().unwrap(),
-        host_before,
-        "host was rebuilt"
-    );
+    assert_eq!(std::fs::metadata(&host_binary).unwrap().modified().unwrap(), host_before, "host was rebuilt");
 
     let out = host(&["plugins", "curve", &lib("sqrt_p_v2")]);
-    assert_error(
-        &out,
-        2,
-        &[
-            "libsqrt_p_v2.so",
-            "built against plugin-api 0.2.0",
-            "incompatible",
-            "0.1.0",
-        ],
-    );
+    assert_error(&out, 2, &["libsqrt_p_v2.so", "built against plugin-api 0.2.0", "incompatible", "0.1.0"]);
     let out = host(&["plugins", "curve", &lib("sqrt_p_layout")]);
     assert_error(&out, 2, &["libsqrt_p_layout.so", "incompatible plugin ABI"]);
 }

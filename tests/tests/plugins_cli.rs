@@ -15,10 +15,7 @@ fn curve(plugin: &str, params: &[&str]) -> Vec<[f64; 4]> {
     assert_eq!(lines.next(), Some("p,loss,weight,logit_grad"));
     let rows: Vec<[f64; 4]> = lines
         .map(|line| {
-            let v: Vec<f64> = line
-                .split(',')
-                .map(|x| x.parse().expect("number"))
-                .collect();
+            let v: Vec<f64> = line.split(',').map(|x| x.parse().expect("number")).collect();
             [v[0], v[1], v[2], v[3]]
         })
         .collect();
@@ -31,26 +28,12 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// Checks every row against closed forms of f and s; W = s(1-p) follows.
-fn assert_closed_form(
-    plugin: &str,
-    params: &[&str],
-    f: impl Fn(f64) -> f64,
-    s: impl Fn(f64) -> f64,
-) {
+fn assert_closed_form(plugin: &str, params: &[&str], f: impl Fn(f64) -> f64, s: impl Fn(f64) -> f64) {
     for [p, loss, weight, logit_grad] in curve(plugin, params) {
         let (want_f, want_s) = (f(p), s(p));
-        assert!(
-            close(loss, want_f),
-            "{plugin} {params:?} p={p}: loss {loss} vs {want_f}"
-        );
-        assert!(
-            close(weight, want_s),
-            "{plugin} {params:?} p={p}: weight {weight} vs {want_s}"
-        );
-        assert!(
-            close(logit_grad, want_s * (1.0 - p)),
-            "{plugin} {params:?} p={p}: W {logit_grad}"
-        );
+        assert!(close(loss, want_f), "{plugin} {params:?} p={p}: loss {loss} vs {want_f}");
+        assert!(close(weight, want_s), "{plugin} {params:?} p={p}: weight {weight} vs {want_s}");
+        assert!(close(logit_grad, want_s * (1.0 - p)), "{plugin} {params:?} p={p}: W {logit_grad}");
     }
 }
 
@@ -61,40 +44,15 @@ fn curves_match_the_closed_forms_of_design_md() {
     assert_closed_form("dft", &[], |p| -p * p.ln(), |p| p);
     for alpha in [1.0f64, 10.0, 0.5, -0.5] {
         let param = format!("alpha={alpha}");
-        assert_closed_form(
-            "general_family",
-            &[&param],
-            |p| (1.0 - p.powf(alpha)) / alpha,
-            |p| p.powf(alpha),
-        );
+        assert_closed_form("general_family", &[&param], |p| (1.0 - p.powf(alpha)) / alpha, |p| p.powf(alpha));
     }
     assert_closed_form("general_family", &["alpha=0"], |p| -p.ln(), |_| 1.0);
     let top = |p: f64| if p >= 0.4 { 1.0 } else { 0.0 };
     let bottom = |p: f64| if p <= 0.4 { 1.0 } else { 0.0 };
-    assert_closed_form(
-        "neg_p_threshold",
-        &["q=0.4", "side=top"],
-        |p| (1.0 - p) * top(p),
-        |p| p * top(p),
-    );
-    assert_closed_form(
-        "neg_p_threshold",
-        &["q=0.4", "side=bottom"],
-        |p| (1.0 - p) * bottom(p),
-        |p| p * bottom(p),
-    );
-    assert_closed_form(
-        "nll_threshold",
-        &["q=0.4", "side=top"],
-        |p| -p.ln() * top(p),
-        top,
-    );
-    assert_closed_form(
-        "nll_threshold",
-        &["q=0.4", "side=bottom"],
-        |p| -p.ln() * bottom(p),
-        bottom,
-    );
+    assert_closed_form("neg_p_threshold", &["q=0.4", "side=top"], |p| (1.0 - p) * top(p), |p| p * top(p));
+    assert_closed_form("neg_p_threshold", &["q=0.4", "side=bottom"], |p| (1.0 - p) * bottom(p), |p| p * bottom(p));
+    assert_closed_form("nll_threshold", &["q=0.4", "side=top"], |p| -p.ln() * top(p), top);
+    assert_closed_form("nll_threshold", &["q=0.4", "side=bottom"], |p| -p.ln() * bottom(p), bottom);
 }
 
 #[test]
@@ -123,49 +81,23 @@ fn check_passes_on_every_shipped_plugin() {
             args.extend(["--param", p]);
         }
         let out = host(&args);
-        assert!(
-            out.status.success(),
-            "{name} {params:?}: {}",
-            integration_tests::stderr(&out)
-        );
+        assert!(out.status.success(), "{name} {params:?}: {}", integration_tests::stderr(&out));
         assert!(stdout(&out).starts_with("ok: "), "{}", stdout(&out));
     }
 }
 
 #[test]
 fn check_fails_with_exit_1_naming_p_when_weight_disagrees_with_loss() {
-    let out = host(&[
-        "plugins",
-        "check",
-        "test_faulty_objective",
-        "--param",
-        "fault=wrong_weight",
-    ]);
+    let out = host(&["plugins", "check", "test_faulty_objective", "--param", "fault=wrong_weight"]);
     // The injected weight is wrong for p > 0.2; the grid ascends, so the first failure is just above it.
-    assert_error(
-        &out,
-        1,
-        &[
-            "check failed",
-            "test_faulty_objective",
-            "at p = 2.",
-            "weight",
-            "finite difference",
-        ],
-    );
+    assert_error(&out, 1, &["check failed", "test_faulty_objective", "at p = 2.", "weight", "finite difference"]);
     let ok = host(&["plugins", "check", "test_faulty_objective"]);
     assert!(ok.status.success(), "{}", integration_tests::stderr(&ok));
 }
 
 #[test]
 fn check_fails_on_non_finite_outputs_naming_p() {
-    let out = host(&[
-        "plugins",
-        "check",
-        "test_faulty_objective",
-        "--param",
-        "fault=nan",
-    ]);
+    let out = host(&["plugins", "check", "test_faulty_objective", "--param", "fault=nan"]);
     assert_error(&out, 1, &["check failed", "at p = 1e-12", "non-finite"]);
 }
 
@@ -174,34 +106,16 @@ fn list_and_inspect_describe_the_plugins() {
     let out = host(&["plugins", "list"]);
     assert!(out.status.success());
     let text = stdout(&out);
-    for name in [
-        "nll",
-        "neg_p",
-        "general_family",
-        "neg_p_threshold",
-        "nll_threshold",
-        "dft",
-        "proportional",
-        "exact_match",
-    ] {
-        assert!(
-            text.lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(name)),
-            "{name} missing from:\n{text}"
-        );
+    for name in
+        ["nll", "neg_p", "general_family", "neg_p_threshold", "nll_threshold", "dft", "proportional", "exact_match"]
+    {
+        assert!(text.lines().any(|l| l.split_whitespace().nth(1) == Some(name)), "{name} missing from:\n{text}");
     }
-    let out = host(&[
-        "plugins",
-        "inspect",
-        plugin_path("general_family").to_str().unwrap(),
-    ]);
+    let out = host(&["plugins", "inspect", plugin_path("general_family").to_str().unwrap()]);
     let text = stdout(&out);
     assert!(text.contains("kind:        objective"), "{text}");
     assert!(text.contains("f(p) = (1 - p^alpha) / alpha"), "{text}");
-    assert!(
-        text.contains("alpha") && text.contains("default 1"),
-        "{text}"
-    );
+    assert!(text.contains("alpha") && text.contains("default 1"), "{text}");
 }
 
 #[test]
@@ -223,13 +137,8 @@ fn plot_objectives_writes_a_labelled_svg() {
     assert!(out.status.success(), "{}", integration_tests::stderr(&out));
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg"), "not an SVG");
-    for label in [
-        "nll",
-        "neg_p",
-        "general_family (alpha=10)",
-        "W(p) = s(p)(1 - p)",
-        "probability of the target token",
-    ] {
+    for label in ["nll", "neg_p", "general_family (alpha=10)", "W(p) = s(p)(1 - p)", "probability of the target token"]
+    {
         assert!(text.contains(label), "{label} missing from the SVG");
     }
     // Three curves, each a polyline.

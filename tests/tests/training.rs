@@ -19,11 +19,19 @@ fn score_matches_transformers_on_every_fixture_model() {
         write_jsonl(&data, reference["examples"].as_array().unwrap());
         let out = dir.path().join("scores.jsonl");
         let run = host(&[
-            "score", "--model", fixture(model).to_str().unwrap(), "--data", data.to_str().unwrap(),
-            "--out", out.to_str().unwrap(), "--batch-size", "3",
+            "score",
+            "--model",
+            fixture(model).to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--batch-size",
+            "3",
         ]);
         assert!(run.status.success(), "{model}: {}", stderr(&run));
-        let lines: Vec<Value> = std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<Value> =
+            std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         let expected = reference["logp"].as_array().unwrap();
         assert_eq!(lines.len(), expected.len());
         let mut worst = 0.0f64;
@@ -66,9 +74,17 @@ fn three_training_steps_match_pytorch_for_nll_and_neg_p() {
             for (k, line) in metrics.iter().enumerate() {
                 assert_eq!(line["step"], k as u64 + 1);
                 let (loss, want) = (line["loss"].as_f64().unwrap(), reference["losses"][k].as_f64().unwrap());
-                assert!((loss - want).abs() <= 2e-3 * want.abs(), "{model} {objective} step {}: loss {loss} vs {want}", k + 1);
+                assert!(
+                    (loss - want).abs() <= 2e-3 * want.abs(),
+                    "{model} {objective} step {}: loss {loss} vs {want}",
+                    k + 1
+                );
                 let (norm, want) = (line["grad_norm"].as_f64().unwrap(), reference["grad_norms"][k].as_f64().unwrap());
-                assert!((norm - want).abs() <= 1e-2 * want.abs(), "{model} {objective} step {}: grad norm {norm} vs {want}", k + 1);
+                assert!(
+                    (norm - want).abs() <= 1e-2 * want.abs(),
+                    "{model} {objective} step {}: grad norm {norm} vs {want}",
+                    k + 1
+                );
                 assert_eq!(line["lr"].as_f64(), Some(1e-3));
             }
             assert!(out.join("final/model.safetensors").is_file());
@@ -130,7 +146,8 @@ fn resume_after_kill_9_is_bitwise_identical() {
     let a = std::fs::read(dir.path().join("a/out/final/model.safetensors")).unwrap();
     let b = std::fs::read(out_b.join("final/model.safetensors")).unwrap();
     assert!(a == b, "resumed weights differ from the uninterrupted run");
-    let losses = |out: &Path| read_metrics(out).iter().map(|m| m["loss"].as_f64().unwrap().to_bits()).collect::<Vec<_>>();
+    let losses =
+        |out: &Path| read_metrics(out).iter().map(|m| m["loss"].as_f64().unwrap().to_bits()).collect::<Vec<_>>();
     assert_eq!(losses(&dir.path().join("a/out")), losses(&out_b));
     // The optimizer file's metadata is a hash map written in no fixed order: compare the parsed header
     // and the tensor bytes.

@@ -10,9 +10,7 @@ use serde_json::Value;
 
 /// `tests/fixtures/<rel>` at the workspace root.
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel)
 }
 
 pub fn read_json(rel: &str) -> Result<Value> {
@@ -36,9 +34,7 @@ pub struct Example {
 pub fn parity_examples(model: &str) -> Result<Vec<Example>> {
     let json = read_json(&format!("parity/{model}.json"))?;
     let ids = json["input_ids"].as_array().context("input_ids")?;
-    let starts = json["response_start"]
-        .as_array()
-        .context("response_start")?;
+    let starts = json["response_start"].as_array().context("response_start")?;
     let logps = json["logp"].as_array().context("logp")?;
     ids.iter()
         .zip(starts)
@@ -54,17 +50,10 @@ pub fn parity_examples(model: &str) -> Result<Vec<Example>> {
 }
 
 pub fn as_vec(v: &Value) -> Result<Vec<f64>> {
-    v.as_array()
-        .context("expected an array")?
-        .iter()
-        .map(|x| x.as_f64().context("expected a number"))
-        .collect()
+    v.as_array().context("expected an array")?.iter().map(|x| x.as_f64().context("expected a number")).collect()
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }

@@ -1,5 +1,7 @@
 //! One thin file per CLI verb: turn parsed arguments into library calls and print the results.
 
+pub mod diagnose;
+pub mod eval;
 pub mod plot;
 pub mod plugins;
 pub mod score;

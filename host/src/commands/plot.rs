@@ -14,11 +14,7 @@ pub fn split_plugin_spec(spec: &str) -> (&str, Vec<String>) {
     match spec[file_start..].find(':') {
         Some(colon) => {
             let (name, params) = spec.split_at(file_start + colon);
-            let params = params[1..]
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect();
+            let params = params[1..].split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
             (name, params)
         }
         None => (spec, Vec::new()),
@@ -38,10 +34,7 @@ pub fn objectives(search: &SearchPath, specs: &[String], out: &Path, points: usi
             d => format!("{} ({d})", objective.name()),
         };
         let rows = curve(&objective, points)?;
-        series.push(Series {
-            label,
-            points: rows.iter().map(|r| (r.p, r.logit_grad)).collect(),
-        });
+        series.push(Series { label, points: rows.iter().map(|r| (r.p, r.logit_grad)).collect() });
     }
     let plot = LinePlot {
         title: "Logit-gradient weight of each objective",
@@ -60,16 +53,10 @@ mod tests {
     #[test]
     fn splits_names_paths_and_params() {
         assert_eq!(split_plugin_spec("nll"), ("nll", vec![]));
-        assert_eq!(
-            split_plugin_spec("general_family:alpha=10"),
-            ("general_family", vec!["alpha=10".to_string()])
-        );
+        assert_eq!(split_plugin_spec("general_family:alpha=10"), ("general_family", vec!["alpha=10".to_string()]));
         assert_eq!(
             split_plugin_spec("./a:b/libx.so:q=0.5,side=top"),
-            (
-                "./a:b/libx.so",
-                vec!["q=0.5".to_string(), "side=top".to_string()]
-            )
+            ("./a:b/libx.so", vec!["q=0.5".to_string(), "side=top".to_string()])
         );
     }
 }

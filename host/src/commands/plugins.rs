@@ -13,29 +13,13 @@ use crate::Failure;
 /// Every loadable plugin in the search path, one line each; files that fail to load are listed too.
 pub fn list(search: &SearchPath) -> Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{:<10} {:<18} {:<50} file",
-        "kind", "name", "description"
-    )?;
+    writeln!(out, "{:<10} {:<18} {:<50} file", "kind", "name", "description")?;
     for path in search.candidates() {
         match LoadedPlugin::open(&path) {
-            Ok(p) => writeln!(
-                out,
-                "{:<10} {:<18} {:<50} {}",
-                p.kind(),
-                p.name(),
-                p.description(),
-                path.display()
-            )?,
-            Err(e) => writeln!(
-                out,
-                "{:<10} {:<18} {:<50} {}",
-                "-",
-                "-",
-                format!("not loadable: {e:#}"),
-                path.display()
-            )?,
+            Ok(p) => writeln!(out, "{:<10} {:<18} {:<50} {}", p.kind(), p.name(), p.description(), path.display())?,
+            Err(e) => {
+                writeln!(out, "{:<10} {:<18} {:<50} {}", "-", "-", format!("not loadable: {e:#}"), path.display())?
+            }
         }
     }
     Ok(())
@@ -48,11 +32,7 @@ pub fn inspect(search: &SearchPath, name: &str) -> Result<()> {
     writeln!(out, "name:        {}", plugin.name())?;
     writeln!(out, "kind:        {}", plugin.kind())?;
     writeln!(out, "file:        {}", plugin.path.display())?;
-    writeln!(
-        out,
-        "plugin-api:  compatible with {}",
-        plugin_api::PLUGIN_API_VERSION
-    )?;
+    writeln!(out, "plugin-api:  compatible with {}", plugin_api::PLUGIN_API_VERSION)?;
     writeln!(out, "description: {}", plugin.description())?;
     if plugin.kind() == PluginKind::Objective {
         writeln!(out, "formula:     {}", plugin.formula())?;
@@ -73,11 +53,7 @@ pub fn inspect(search: &SearchPath, name: &str) -> Result<()> {
                 other => other.to_value().map(|v| v.to_string()).unwrap_or_default(),
             };
             let choices: Vec<&str> = spec.choices.iter().map(|c| c.as_str()).collect();
-            let choices = if choices.is_empty() {
-                String::new()
-            } else {
-                format!(" [{}]", choices.join("|"))
-            };
+            let choices = if choices.is_empty() { String::new() } else { format!(" [{}]", choices.join("|")) };
             writeln!(
                 out,
                 "  {:<12} {:<7} default {:<8} {}{choices}",
@@ -109,14 +85,12 @@ pub fn check(search: &SearchPath, name: &str, assignments: &[String]) -> Result<
         }
         PluginKind::Mixer => {
             let mixer = MixerPlugin::create(plugin, &params)?;
-            check_mixer(&mixer)
-                .map_err(|e| Failure::check(format!("check failed: {label}: {e:#}")))?;
+            check_mixer(&mixer).map_err(|e| Failure::check(format!("check failed: {label}: {e:#}")))?;
             println!("ok: {label}: valid, deterministic weights");
         }
         PluginKind::Evaluator => {
             let evaluator = EvaluatorPlugin::create(plugin, &params)?;
-            check_evaluator(&evaluator)
-                .map_err(|e| Failure::check(format!("check failed: {label}: {e:#}")))?;
+            check_evaluator(&evaluator).map_err(|e| Failure::check(format!("check failed: {label}: {e:#}")))?;
             println!("ok: {label}: finite, deterministic scores and aggregate");
         }
     }
@@ -124,22 +98,13 @@ pub fn check(search: &SearchPath, name: &str, assignments: &[String]) -> Result<
 }
 
 /// CSV `p,loss,weight,logit_grad` on `points` probabilities over (0, 1].
-pub fn curve_csv(
-    search: &SearchPath,
-    name: &str,
-    assignments: &[String],
-    points: usize,
-) -> Result<()> {
+pub fn curve_csv(search: &SearchPath, name: &str, assignments: &[String], points: usize) -> Result<()> {
     let objective = ObjectivePlugin::from_assignments(search, name, assignments)?;
     let rows = curve(&objective, points)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "p,loss,weight,logit_grad")?;
     for row in rows {
-        writeln!(
-            out,
-            "{:.9},{:.9e},{:.9e},{:.9e}",
-            row.p, row.loss, row.weight, row.logit_grad
-        )?;
+        writeln!(out, "{:.9},{:.9e},{:.9e},{:.9e}", row.p, row.loss, row.weight, row.logit_grad)?;
     }
     Ok(())
 }

@@ -26,38 +26,18 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
     let name = args.data.display().to_string();
     let dataset = data::tokenize(&name, &records, &tokenizer, None, false)?;
-    let logp = crate::score::response_logprobs(
-        &model,
-        &dataset.examples,
-        tokenizer.eos_id,
-        args.batch_size,
-    )?;
+    let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
 
     // Written beside the target and renamed, so a failure leaves no half-written file.
     let tmp = args.out.with_extension("jsonl.tmp");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     for (index, values) in logp.iter().enumerate() {
-        writeln!(
-            file,
-            "{}",
-            serde_json::json!({ "index": index, "logp": values })
-        )?;
+        writeln!(file, "{}", serde_json::json!({ "index": index, "logp": values }))?;
     }
     file.flush()?;
-    std::fs::rename(&tmp, args.out)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    std::fs::rename(&tmp, args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
     let tokens: usize = logp.iter().map(Vec::len).sum();
-    let mean_p = logp
-        .iter()
-        .flatten()
-        .map(|&l| (l as f64).exp())
-        .sum::<f64>()
-        / tokens.max(1) as f64;
-    println!(
-        "scored {} examples ({tokens} response tokens, mean p {mean_p:.4}) -> {}",
-        logp.len(),
-        args.out.display()
-    );
+    let mean_p = logp.iter().flatten().map(|&l| (l as f64).exp()).sum::<f64>() / tokens.max(1) as f64;
+    println!("scored {} examples ({tokens} response tokens, mean p {mean_p:.4}) -> {}", logp.len(), args.out.display());
     Ok(())
 }

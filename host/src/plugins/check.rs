@@ -39,10 +39,7 @@ pub fn curve(objective: &ObjectivePlugin, points: usize) -> Result<Vec<CurveRow>
     if points < 2 {
         bail!("--points must be at least 2, got {points}");
     }
-    let logp: Vec<f32> = plugin_api::curve::grid(points)
-        .iter()
-        .map(|p| p.ln() as f32)
-        .collect();
+    let logp: Vec<f32> = plugin_api::curve::grid(points).iter().map(|p| p.ln() as f32).collect();
     let values = evaluate(objective, &logp)?;
     Ok(logp
         .iter()
@@ -91,9 +88,7 @@ const STENCIL: usize = 4;
 
 /// The probabilities checked: 121 log-spaced in [1e-12, 1] and 41 evenly spaced in (0, 1].
 pub fn check_grid() -> Vec<f64> {
-    let mut grid: Vec<f64> = (0..=120)
-        .map(|i| 10f64.powf(-12.0 + 12.0 * i as f64 / 120.0))
-        .collect();
+    let mut grid: Vec<f64> = (0..=120).map(|i| 10f64.powf(-12.0 + 12.0 * i as f64 / 120.0)).collect();
     grid.extend(plugin_api::curve::grid(41));
     grid.sort_by(f64::total_cmp);
     grid.dedup();
@@ -109,21 +104,14 @@ pub fn check_objective(objective: &ObjectivePlugin) -> Result<Result<CheckSummar
     for &p in &grid {
         let x = p.ln();
         let right = (x + LOG_STEP).min(0.0);
-        logp.extend([
-            (x - 2.0 * LOG_STEP) as f32,
-            (x - LOG_STEP) as f32,
-            x as f32,
-            right as f32,
-        ]);
+        logp.extend([(x - 2.0 * LOG_STEP) as f32, (x - LOG_STEP) as f32, x as f32, right as f32]);
     }
     let first = match evaluate(objective, &logp) {
         Ok(values) => values,
         Err(error) => {
             // The host's output validation names the token; map it back to its probability.
             let message = format!("{error:#}");
-            let p = token_index(&message)
-                .and_then(|i| grid.get(i / STENCIL).copied())
-                .unwrap_or(f64::NAN);
+            let p = token_index(&message).and_then(|i| grid.get(i / STENCIL).copied()).unwrap_or(f64::NAN);
             return Ok(Err(CheckFailure { p, reason: message }));
         }
     };
@@ -143,12 +131,7 @@ pub fn check_objective(objective: &ObjectivePlugin) -> Result<Result<CheckSummar
     let form = objective.plugin.loss_form();
     let (mut checked, mut skipped) = (0, 0);
     for (k, &p) in grid.iter().enumerate() {
-        let (far, lo, mid, hi) = (
-            STENCIL * k,
-            STENCIL * k + 1,
-            STENCIL * k + 2,
-            STENCIL * k + 3,
-        );
+        let (far, lo, mid, hi) = (STENCIL * k, STENCIL * k + 1, STENCIL * k + 2, STENCIL * k + 3);
         let include = &first.include;
         if include[mid] == 0 {
             continue;
@@ -157,10 +140,7 @@ pub fn check_objective(objective: &ObjectivePlugin) -> Result<Result<CheckSummar
         let (expected, what) = match form {
             LossForm::DetachedWeightedNll => {
                 let x = logp[mid] as f64;
-                (
-                    first.loss[mid] as f64 / -x,
-                    "loss / (-log p) (loss = sg(weight) * -log p)",
-                )
+                (first.loss[mid] as f64 / -x, "loss / (-log p) (loss = sg(weight) * -log p)")
             }
             _ => {
                 if [far, lo, hi].iter().any(|&j| include[j] != include[mid]) {
@@ -181,28 +161,19 @@ pub fn check_objective(objective: &ObjectivePlugin) -> Result<Result<CheckSummar
             continue; // -log p = 0: the ratio is undefined and the loss is 0 whatever the weight
         }
         let tolerance = ABSOLUTE_TOLERANCE + RELATIVE_TOLERANCE * weight.abs().max(expected.abs());
-        if !((weight - expected).abs() <= tolerance) {
-            return Ok(Err(CheckFailure {
-                p,
-                reason: format!("weight {weight:.6e} but {what} = {expected:.6e}"),
-            }));
+        let error = (weight - expected).abs();
+        if error.is_nan() || error > tolerance {
+            return Ok(Err(CheckFailure { p, reason: format!("weight {weight:.6e} but {what} = {expected:.6e}") }));
         }
         checked += 1;
     }
-    Ok(Ok(CheckSummary {
-        probabilities: grid.len(),
-        derivative_points: checked,
-        skipped_at_threshold: skipped,
-    }))
+    Ok(Ok(CheckSummary { probabilities: grid.len(), derivative_points: checked, skipped_at_threshold: skipped }))
 }
 
 /// Pulls `token N` out of the host's validation message.
 fn token_index(message: &str) -> Option<usize> {
     let rest = &message[message.find("at token ")? + "at token ".len()..];
-    rest.split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// A mixer answers a synthetic three-set request with the same valid weights twice.
@@ -219,10 +190,7 @@ pub fn check_mixer(mixer: &MixerPlugin) -> Result<()> {
     let first = mixer.weights(&sets, 1, 10, 0)?;
     let second = mixer.weights(&sets, 1, 10, 0)?;
     if first != second {
-        bail!(
-            "mixer `{}` is not deterministic: {first:?} then {second:?}",
-            mixer.plugin.name()
-        );
+        bail!("mixer `{}` is not deterministic: {first:?} then {second:?}", mixer.plugin.name());
     }
     Ok(())
 }
@@ -230,11 +198,7 @@ pub fn check_mixer(mixer: &MixerPlugin) -> Result<()> {
 /// An evaluator scores synthetic examples with finite, deterministic scores and aggregates them.
 pub fn check_evaluator(evaluator: &EvaluatorPlugin) -> Result<()> {
     let examples = [
-        (
-            "What is 6*7?",
-            "42",
-            vec!["42".to_string(), "The answer is 41.".to_string()],
-        ),
+        ("What is 6*7?", "42", vec!["42".to_string(), "The answer is 41.".to_string()]),
         ("Name a colour.", "red", vec![String::new()]),
     ];
     let mut all: Vec<ExampleScores> = Vec::new();
@@ -242,19 +206,13 @@ pub fn check_evaluator(evaluator: &EvaluatorPlugin) -> Result<()> {
         let first = evaluator.score(prompt, generations, reference, "{}")?;
         let second = evaluator.score(prompt, generations, reference, "{}")?;
         if first != second {
-            bail!(
-                "evaluator `{}` is not deterministic on {prompt:?}",
-                evaluator.plugin.name()
-            );
+            bail!("evaluator `{}` is not deterministic on {prompt:?}", evaluator.plugin.name());
         }
         all.push(first);
     }
     let aggregate = evaluator.aggregate(&all)?;
     if let Some((name, value)) = aggregate.iter().find(|(_, v)| !v.is_finite()) {
-        bail!(
-            "evaluator `{}` aggregated `{name}` to {value}",
-            evaluator.plugin.name()
-        );
+        bail!("evaluator `{}` aggregated `{name}` to {value}", evaluator.plugin.name());
     }
     Ok(())
 }

@@ -15,10 +15,7 @@ impl EvaluatorPlugin {
     pub fn create(plugin: LoadedPlugin, params: &ParamSet) -> Result<Self> {
         match plugin.create(params)? {
             PluginInstance::Evaluator(instance) => Ok(Self { plugin, instance }),
-            _ => bail!(
-                "{}: constructor returned a plugin of another kind",
-                plugin.path.display()
-            ),
+            _ => bail!("{}: constructor returned a plugin of another kind", plugin.path.display()),
         }
     }
 
@@ -31,10 +28,7 @@ impl EvaluatorPlugin {
         metadata_json: &str,
     ) -> Result<ExampleScores> {
         let name = self.plugin.name();
-        let generations: Vec<RString> = generations
-            .iter()
-            .map(|g| RString::from(g.as_str()))
-            .collect();
+        let generations: Vec<RString> = generations.iter().map(|g| RString::from(g.as_str())).collect();
         let scores = self
             .instance
             .score(EvaluatorExample {
@@ -46,18 +40,11 @@ impl EvaluatorPlugin {
             .into_result()
             .map_err(|e| anyhow!("evaluator `{name}` failed: {e}"))?;
         if scores.per_generation.len() != generations.len() {
-            bail!(
-                "evaluator `{name}` scored {} generations of {}",
-                scores.per_generation.len(),
-                generations.len()
-            );
+            bail!("evaluator `{name}` scored {} generations of {}", scores.per_generation.len(), generations.len());
         }
         for score in scores.per_generation.iter().flat_map(|g| g.iter()) {
             if !score.value.is_finite() {
-                bail!(
-                    "evaluator `{name}` returned a non-finite score `{}`",
-                    score.name
-                );
+                bail!("evaluator `{name}` returned a non-finite score `{}`", score.name);
             }
         }
         Ok(scores)
@@ -71,9 +58,6 @@ impl EvaluatorPlugin {
             .aggregate(RSlice::from_slice(scores))
             .into_result()
             .map_err(|e| anyhow!("evaluator `{name}` failed to aggregate: {e}"))?;
-        Ok(aggregate
-            .into_iter()
-            .map(|s| (s.name.into_string(), s.value))
-            .collect())
+        Ok(aggregate.into_iter().map(|s| (s.name.into_string(), s.value)).collect())
     }
 }

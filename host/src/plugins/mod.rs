@@ -37,10 +37,7 @@ impl SearchPath {
         if let Some(env) = std::env::var_os("HOST_PLUGIN_PATH") {
             dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
         }
-        if let Some(exe_dir) = std::env::current_exe()
-            .ok()
-            .and_then(|e| e.parent().map(Path::to_path_buf))
-        {
+        if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
             dirs.push(exe_dir);
         }
         Self { dirs }
@@ -84,9 +81,7 @@ impl SearchPath {
             };
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.is_file() && p.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX)
-                })
+                .filter(|p| p.is_file() && p.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
                 .collect();
             files.sort();
             for file in files {
@@ -131,8 +126,7 @@ impl LoadedPlugin {
         let header = lib_header_from_path(path).map_err(|e| load_error(path, e))?;
         // abi_stable accepts a plugin with a newer 0.y than the host and leaves it to the layout check;
         // semver says 0.y releases are incompatible, so refuse them here with the versions named.
-        let ours =
-            VersionNumber::new(PluginModuleRef::VERSION_STRINGS).map_err(|e| anyhow!("{e}"))?;
+        let ours = VersionNumber::new(PluginModuleRef::VERSION_STRINGS).map_err(|e| anyhow!("{e}"))?;
         let theirs = VersionNumber::new(header.version_strings())
             .map_err(|e| anyhow!("{shown}: unreadable plugin-api version: {e}"))?;
         if !ours.is_loosely_compatible(theirs) {
@@ -145,13 +139,8 @@ impl LoadedPlugin {
                 },
             ));
         }
-        let module = header
-            .init_root_module::<PluginModuleRef>()
-            .map_err(|e| load_error(path, e))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            module,
-        })
+        let module = header.init_root_module::<PluginModuleRef>().map_err(|e| load_error(path, e))?;
+        Ok(Self { path: path.to_path_buf(), module })
     }
 
     /// Resolves and loads a plugin, refusing one of another kind.
@@ -159,10 +148,11 @@ impl LoadedPlugin {
         let plugin = Self::open(&search.resolve(name_or_path)?)?;
         if plugin.kind() != kind {
             bail!(
-                "{} is a {} plugin (`{}`), expected a {kind} plugin",
+                "{} is {} plugin (`{}`), expected {} plugin",
                 plugin.path.display(),
-                plugin.kind(),
-                plugin.name()
+                with_article(plugin.kind()),
+                plugin.name(),
+                with_article(kind)
             );
         }
         Ok(plugin)
@@ -192,13 +182,9 @@ impl LoadedPlugin {
         let create = self.module.create();
         let entries = params.entries();
         let result = create(entries.as_slice().into());
-        result.into_result().map_err(|e| {
-            anyhow!(
-                "plugin `{}` ({}) refused its parameters: {e}",
-                self.name(),
-                self.path.display()
-            )
-        })
+        result
+            .into_result()
+            .map_err(|e| anyhow!("plugin `{}` ({}) refused its parameters: {e}", self.name(), self.path.display()))
     }
 }
 
@@ -230,12 +216,13 @@ fn load_error(path: &Path, error: LibraryError) -> anyhow::Error {
     }
 }
 
+/// "an objective", "a mixer", "an evaluator".
+fn with_article(kind: PluginKind) -> String {
+    let article = if kind.as_str().starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" };
+    format!("{article} {kind}")
+}
+
 /// Keeps the first line of a multi-line message.
 fn one_line(message: &str) -> String {
-    message
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_string()
+    message.lines().next().unwrap_or_default().trim().to_string()
 }

@@ -34,11 +34,7 @@ pub struct ObjectivePlugin {
 
 impl ObjectivePlugin {
     /// Loads by name or path and creates it with `key=value` parameters.
-    pub fn from_assignments(
-        search: &SearchPath,
-        name_or_path: &str,
-        assignments: &[String],
-    ) -> Result<Self> {
+    pub fn from_assignments(search: &SearchPath, name_or_path: &str, assignments: &[String]) -> Result<Self> {
         let plugin = LoadedPlugin::load(search, name_or_path, PluginKind::Objective)?;
         let params = ParamSet::from_assignments(plugin.params(), assignments, "--param")?;
         Self::create(plugin, params)
@@ -46,15 +42,8 @@ impl ObjectivePlugin {
 
     pub fn create(plugin: LoadedPlugin, params: ParamSet) -> Result<Self> {
         match plugin.create(&params)? {
-            PluginInstance::Objective(instance) => Ok(Self {
-                plugin,
-                params,
-                instance,
-            }),
-            _ => bail!(
-                "{}: constructor returned a plugin of another kind",
-                plugin.path.display()
-            ),
+            PluginInstance::Objective(instance) => Ok(Self { plugin, params, instance }),
+            _ => bail!("{}: constructor returned a plugin of another kind", plugin.path.display()),
         }
     }
 
@@ -74,10 +63,7 @@ impl ObjectivePlugin {
             mask: RSlice::from_slice(inputs.mask),
             sequence_starts: RSlice::from_slice(inputs.sequence_starts),
             entropy: inputs.entropy.map(RSlice::from_slice).into(),
-            top1_prob: inputs
-                .top1_prob
-                .map(RSlice::from_slice)
-                .map_or(ROption::RNone, ROption::RSome),
+            top1_prob: inputs.top1_prob.map(RSlice::from_slice).map_or(ROption::RNone, ROption::RSome),
             step: inputs.step,
             total_steps: inputs.total_steps,
         };
@@ -91,16 +77,11 @@ impl ObjectivePlugin {
             weight: out.weight.into_vec(),
             include: out.include.into_vec(),
         };
-        for (what, len) in [
-            ("loss", values.loss.len()),
-            ("weight", values.weight.len()),
-            ("include", values.include.len()),
-        ] {
+        for (what, len) in
+            [("loss", values.loss.len()), ("weight", values.weight.len()), ("include", values.include.len())]
+        {
             if len != n {
-                bail!(
-                    "objective `{}` returned {len} `{what}` values for {n} tokens",
-                    self.name()
-                );
+                bail!("objective `{}` returned {len} `{what}` values for {n} tokens", self.name());
             }
         }
         for i in 0..n {

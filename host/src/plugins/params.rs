@@ -16,19 +16,11 @@ pub struct ParamSet {
 impl ParamSet {
     /// Validates `given` (name, TOML value) against `specs`; `origin` names where the values came from
     /// (for example `run.toml [objective.params]`) in error messages.
-    pub fn from_toml(
-        specs: &[ParamSpec],
-        given: &[(String, toml::Value)],
-        origin: &str,
-    ) -> Result<Self> {
+    pub fn from_toml(specs: &[ParamSpec], given: &[(String, toml::Value)], origin: &str) -> Result<Self> {
         for (name, _) in given {
             if !specs.iter().any(|s| s.name.as_str() == name) {
                 let known: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                let known = if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                };
+                let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
                 bail!("{origin}: unknown parameter `{name}` (this plugin's parameters: {known})");
             }
         }
@@ -47,11 +39,7 @@ impl ParamSet {
     }
 
     /// Parses `key=value` strings (values as TOML literals, bare words as strings) and validates them.
-    pub fn from_assignments(
-        specs: &[ParamSpec],
-        assignments: &[String],
-        origin: &str,
-    ) -> Result<Self> {
+    pub fn from_assignments(specs: &[ParamSpec], assignments: &[String], origin: &str) -> Result<Self> {
         let mut given = Vec::new();
         for assignment in assignments {
             let Some((key, raw)) = assignment.split_once('=') else {
@@ -60,9 +48,7 @@ impl ParamSet {
             let (key, raw) = (key.trim(), raw.trim());
             let mut value = parse_literal(raw);
             // A string parameter takes bare words as they are (`fault=nan` is the string "nan").
-            let is_string = specs
-                .iter()
-                .any(|s| s.name.as_str() == key && s.ty == ParamType::Str);
+            let is_string = specs.iter().any(|s| s.name.as_str() == key && s.ty == ParamType::Str);
             if is_string && !value.is_str() {
                 value = toml::Value::String(raw.to_string());
             }
@@ -91,20 +77,13 @@ impl ParamSet {
     pub fn entries(&self) -> Vec<ParamEntry> {
         self.values
             .iter()
-            .map(|(name, value)| ParamEntry {
-                name: name.as_str().into(),
-                value: value.clone(),
-            })
+            .map(|(name, value)| ParamEntry { name: name.as_str().into(), value: value.clone() })
             .collect()
     }
 
     /// `alpha=10, side="top"`, for logs and reports.
     pub fn describe(&self) -> String {
-        let parts: Vec<String> = self
-            .values
-            .iter()
-            .map(|(n, v)| format!("{n}={v}"))
-            .collect();
+        let parts: Vec<String> = self.values.iter().map(|(n, v)| format!("{n}={v}")).collect();
         parts.join(", ")
     }
 }
@@ -113,9 +92,7 @@ impl ParamSet {
 pub fn parse_literal(raw: &str) -> toml::Value {
     let wrapped = format!("v = {raw}");
     match wrapped.parse::<toml::Table>() {
-        Ok(mut table) => table
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_string())),
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_string())),
         Err(_) => toml::Value::String(raw.to_string()),
     }
 }
@@ -128,20 +105,15 @@ fn convert(spec: &ParamSpec, raw: &toml::Value, origin: &str) -> Result<ParamVal
         (ParamType::Int, toml::Value::Integer(v)) => ParamValue::Int(*v),
         (ParamType::Bool, toml::Value::Boolean(v)) => ParamValue::Bool(*v),
         (ParamType::Str, toml::Value::String(v)) => ParamValue::Str(v.as_str().into()),
-        (ty, other) => bail!(
-            "{origin}: parameter `{name}` must be a {}, got {} `{other}`",
-            ty.as_str(),
-            other.type_str()
-        ),
+        (ty, other) => {
+            bail!("{origin}: parameter `{name}` must be a {}, got {} `{other}`", ty.as_str(), other.type_str())
+        }
     };
     if let ParamValue::Str(s) = &value {
         let choices = spec.choices.as_slice();
         if !choices.is_empty() && !choices.iter().any(|c| c.as_str() == s.as_str()) {
             let allowed: Vec<&str> = choices.iter().map(|c| c.as_str()).collect();
-            bail!(
-                "{origin}: parameter `{name}` must be one of {}, got {s:?}",
-                allowed.join("|")
-            );
+            bail!("{origin}: parameter `{name}` must be one of {}, got {s:?}", allowed.join("|"));
         }
     }
     Ok(value)
@@ -161,15 +133,9 @@ mod tests {
         assert_eq!(set.get("percentile"), None);
 
         let err = ParamSet::from_assignments(specs, &["qq=0.5".into()], "--param").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "--param: unknown parameter `qq` (this plugin's parameters: q, percentile, side)"
-        );
+        assert_eq!(err.to_string(), "--param: unknown parameter `qq` (this plugin's parameters: q, percentile, side)");
         let err = ParamSet::from_assignments(specs, &["q=high".into()], "--param").unwrap_err();
-        assert!(
-            err.to_string().contains("`q` must be a float, got string"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`q` must be a float, got string"), "{err}");
         let err = ParamSet::from_assignments(specs, &["side=left".into()], "--param").unwrap_err();
         assert!(err.to_string().contains("one of top|bottom"), "{err}");
         // Integers widen to floats.

@@ -7,8 +7,7 @@ pub struct Dft;
 
 impl PointwiseObjective for Dft {
     const NAME: &'static str = "dft";
-    const DESCRIPTION: &'static str =
-        "dynamic fine-tuning: NLL scaled by the stopped-gradient probability";
+    const DESCRIPTION: &'static str = "dynamic fine-tuning: NLL scaled by the stopped-gradient probability";
     const FORMULA: &'static str = "f(p) = sg(p) * -log p";
     const LOSS_FORM: LossForm = LossForm::DetachedWeightedNll;
 

@@ -7,30 +7,18 @@ pub struct ExactMatch;
 
 /// Lower-cases, collapses whitespace and trims punctuation at both ends.
 pub fn normalise(text: &str) -> String {
-    let collapsed = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
-    collapsed
-        .trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace())
-        .to_string()
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+    collapsed.trim_matches(|c: char| c.is_ascii_punctuation() || c.is_whitespace()).to_string()
 }
 
 impl Evaluator for ExactMatch {
     const NAME: &'static str = "exact_match";
-    const DESCRIPTION: &'static str =
-        "1 when the normalised generation equals the normalised reference";
+    const DESCRIPTION: &'static str = "1 when the normalised generation equals the normalised reference";
 
     fn from_params(_: &Params) -> Result<Self, String> {
         Ok(ExactMatch)
     }
-    fn score_one(
-        &self,
-        generation: &str,
-        reference: &str,
-        _: &EvaluatorExample<'_>,
-    ) -> Vec<(String, f64)> {
+    fn score_one(&self, generation: &str, reference: &str, _: &EvaluatorExample<'_>) -> Vec<(String, f64)> {
         let hit = normalise(generation) == normalise(reference);
         vec![("exact_match".to_string(), hit as u8 as f64)]
     }

@@ -43,11 +43,7 @@ fn jaro(a: &[char], b: &[char]) -> f64 {
         return 0.0;
     }
     let b_matched = b.iter().zip(&b_used).filter(|(_, &u)| u).map(|(&c, _)| c);
-    let half_transpositions = a_matched
-        .iter()
-        .zip(b_matched)
-        .filter(|(x, y)| *x != y)
-        .count();
+    let half_transpositions = a_matched.iter().zip(b_matched).filter(|(x, y)| *x != y).count();
     let m = m as f64;
     let t = (half_transpositions / 2) as f64;
     (m / a.len() as f64 + m / b.len() as f64 + (m - t) / m) / 3.0
@@ -63,11 +59,7 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
 
 /// The first non-empty line of a generation, trimmed ("" when there is none).
 pub fn first_line(generation: &str) -> &str {
-    generation
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("")
+    generation.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("")
 }
 
 /// The scores of one generation: `exact`, `exact_ci` and `jaro_winkler`.
@@ -79,10 +71,7 @@ pub fn scores(generation: &str, reference: &str) -> Vec<(String, f64)> {
     vec![
         ("exact".to_string(), flag(answer == reference)),
         ("exact_ci".to_string(), flag(answer_ci == reference_ci)),
-        (
-            "jaro_winkler".to_string(),
-            jaro_winkler(&answer_ci, &reference_ci),
-        ),
+        ("jaro_winkler".to_string(), jaro_winkler(&answer_ci, &reference_ci)),
     ]
 }
 
@@ -95,12 +84,7 @@ impl Evaluator for FigFont {
         Ok(FigFont)
     }
 
-    fn score_one(
-        &self,
-        generation: &str,
-        reference: &str,
-        _: &EvaluatorExample<'_>,
-    ) -> Vec<(String, f64)> {
+    fn score_one(&self, generation: &str, reference: &str, _: &EvaluatorExample<'_>) -> Vec<(String, f64)> {
         scores(generation, reference)
     }
 }

@@ -118,18 +118,12 @@ pub fn render(word: &str) -> String {
         }
         first = false;
     }
-    rows.iter()
-        .map(|r| r.trim_end())
-        .collect::<Vec<_>>()
-        .join("\n")
+    rows.iter().map(|r| r.trim_end()).collect::<Vec<_>>().join("\n")
 }
 
 /// The prompt of one puzzle: the instruction, the art, and the answer cue.
 pub fn prompt(word: &str) -> String {
-    format!(
-        "Read the word drawn below in ASCII art.\n{}\nAnswer: ",
-        render(word)
-    )
+    format!("Read the word drawn below in ASCII art.\n{}\nAnswer: ", render(word))
 }
 
 /// SplitMix64, the seeded generator behind [`puzzles`].
@@ -158,8 +152,7 @@ impl SplitMix64 {
 /// # Panics
 /// On an unknown split name.
 pub fn puzzles(split: &str, size: usize, seed: u64) -> Vec<(String, String)> {
-    let words = split_words(split)
-        .unwrap_or_else(|| panic!("unknown figfont split {split:?}: expected train or test"));
+    let words = split_words(split).unwrap_or_else(|| panic!("unknown figfont split {split:?}: expected train or test"));
     let mut rng = SplitMix64(seed);
     let mut out = Vec::with_capacity(size);
     while out.len() < size {
@@ -167,11 +160,7 @@ pub fn puzzles(split: &str, size: usize, seed: u64) -> Vec<(String, String)> {
         for i in (1..deck.len()).rev() {
             deck.swap(i, rng.below(i + 1));
         }
-        out.extend(
-            deck.iter()
-                .take(size - out.len())
-                .map(|w| (prompt(w), w.to_string())),
-        );
+        out.extend(deck.iter().take(size - out.len()).map(|w| (prompt(w), w.to_string())));
     }
     out
 }

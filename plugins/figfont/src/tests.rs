@@ -10,31 +10,10 @@ const CASES: &[(&str, &str, &str, f64, f64, f64)] = &[
     ("exact", "HOUSE", "HOUSE", 1.0, 1.0, 1.0),
     ("lower case", "house", "HOUSE", 0.0, 1.0, 1.0),
     ("mixed case", "HoUsE", "HOUSE", 0.0, 1.0, 1.0),
-    (
-        "surrounding whitespace",
-        "  HOUSE  \n",
-        "HOUSE",
-        1.0,
-        1.0,
-        1.0,
-    ),
+    ("surrounding whitespace", "  HOUSE  \n", "HOUSE", 1.0, 1.0, 1.0),
     ("reference whitespace", "house", " house \n", 1.0, 1.0, 1.0),
-    (
-        "leading blank lines",
-        "\n\n  HOUSE\nbecause the art shows it",
-        "HOUSE",
-        1.0,
-        1.0,
-        1.0,
-    ),
-    (
-        "only the first line counts",
-        "WRONG\nHOUSE",
-        "HOUSE",
-        0.0,
-        0.0,
-        0.466667,
-    ),
+    ("leading blank lines", "\n\n  HOUSE\nbecause the art shows it", "HOUSE", 1.0, 1.0, 1.0),
+    ("only the first line counts", "WRONG\nHOUSE", "HOUSE", 0.0, 0.0, 0.466667),
     ("repeated answer", "HOUSE\nHOUSE", "HOUSE", 1.0, 1.0, 1.0),
     ("trailing period", "HOUSE.", "HOUSE", 0.0, 0.0, 0.966667),
     ("transposition", "HOSUE", "HOUSE", 0.0, 0.0, 0.946667),
@@ -42,22 +21,8 @@ const CASES: &[(&str, &str, &str, f64, f64, f64)] = &[
     ("missing letter", "HOUS", "HOUSE", 0.0, 0.0, 0.96),
     ("extra letter", "HOUSES", "HOUSE", 0.0, 0.0, 0.966667),
     ("single letter", "H", "HOUSE", 0.0, 0.0, 0.76),
-    (
-        "spelled out with spaces",
-        "H O U S E",
-        "HOUSE",
-        0.0,
-        0.0,
-        0.773333,
-    ),
-    (
-        "sentence answer",
-        "The word is HOUSE",
-        "HOUSE",
-        0.0,
-        0.0,
-        0.595098,
-    ),
+    ("spelled out with spaces", "H O U S E", "HOUSE", 0.0, 0.0, 0.773333),
+    ("sentence answer", "The word is HOUSE", "HOUSE", 0.0, 0.0, 0.595098),
     ("echoed cue", "Answer: HOUSE", "HOUSE", 0.0, 0.0, 0.517949),
     ("textbook MARTHA", "MARHTA", "MARTHA", 0.0, 0.0, 0.961111),
     ("textbook DWAYNE", "DUANE", "DWAYNE", 0.0, 0.0, 0.84),
@@ -67,14 +32,7 @@ const CASES: &[(&str, &str, &str, f64, f64, f64)] = &[
     ("blank generation", "   \n \t\n", "HOUSE", 0.0, 0.0, 0.0),
     ("unicode case folding", "ÉCOLE", "école", 0.0, 1.0, 1.0),
     ("full-width letters", "ＨＯＵＳＥ", "HOUSE", 0.0, 0.0, 0.0),
-    (
-        "art echoed instead of a word",
-        "#   # ###\n#   #  #",
-        "HI",
-        0.0,
-        0.0,
-        0.0,
-    ),
+    ("art echoed instead of a word", "#   # ###\n#   #  #", "HI", 0.0, 0.0, 0.0),
 ];
 
 #[test]
@@ -87,9 +45,7 @@ fn table_of_generations_and_references() {
         assert_eq!(names, ["exact", "exact_ci", "jaro_winkler"]);
         let ok = got[0].1 == exact && got[1].1 == exact_ci && (got[2].1 - jw).abs() < 1e-6;
         if !ok {
-            failures.push(format!(
-                "{case}: got {got:?}, expected {exact} {exact_ci} {jw}"
-            ));
+            failures.push(format!("{case}: got {got:?}, expected {exact} {exact_ci} {jw}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -101,22 +57,13 @@ fn very_long_generation_uses_its_first_line() {
     text.push_str(&"and some rambling about the drawing ".repeat(5_000));
     assert_eq!(
         scores(&text, "APPLE"),
-        vec![
-            ("exact".to_string(), 1.0),
-            ("exact_ci".to_string(), 1.0),
-            ("jaro_winkler".to_string(), 1.0)
-        ]
+        vec![("exact".to_string(), 1.0), ("exact_ci".to_string(), 1.0), ("jaro_winkler".to_string(), 1.0)]
     );
 }
 
 #[test]
 fn jaro_winkler_is_symmetric_and_bounded() {
-    for (a, b) in [
-        ("martha", "marhta"),
-        ("dixon", "dicksonx"),
-        ("", "a"),
-        ("abc", "cba"),
-    ] {
+    for (a, b) in [("martha", "marhta"), ("dixon", "dicksonx"), ("", "a"), ("abc", "cba")] {
         let (x, y) = (jaro_winkler(a, b), jaro_winkler(b, a));
         assert!((x - y).abs() < 1e-12 && (0.0..=1.0).contains(&x), "{a} {b}");
     }
@@ -139,15 +86,8 @@ fn render_hi() {
 fn render_shapes() {
     assert_eq!(render(""), "\n\n\n\n");
     assert_eq!(render("A B").lines().next(), Some(" ###      ####"));
-    assert_eq!(
-        render("1").lines().collect::<Vec<_>>(),
-        [" #", "##", " #", " #", "###"]
-    );
-    assert_eq!(
-        render("A!"),
-        render("A"),
-        "characters without a glyph are skipped"
-    );
+    assert_eq!(render("1").lines().collect::<Vec<_>>(), [" #", "##", " #", " #", "###"]);
+    assert_eq!(render("A!"), render("A"), "characters without a glyph are skipped");
 }
 
 #[test]
@@ -158,8 +98,7 @@ fn font_is_complete_and_distinct() {
         let g = render::glyph(c).unwrap_or_else(|| panic!("no glyph for {c}"));
         let width = g[0].chars().count();
         assert!(
-            g.iter()
-                .all(|r| r.chars().count() == width && r.chars().all(|ch| ch == '#' || ch == ' ')),
+            g.iter().all(|r| r.chars().count() == width && r.chars().all(|ch| ch == '#' || ch == ' ')),
             "glyph {c} is ragged or uses other characters"
         );
         assert!(seen.insert(*g), "glyph {c} duplicates another");
@@ -171,17 +110,12 @@ fn font_is_complete_and_distinct() {
 fn word_list_and_splits() {
     let all: HashSet<&str> = render::WORDS.iter().copied().collect();
     assert_eq!(all.len(), 200, "words are distinct");
-    assert!(render::WORDS
-        .iter()
-        .all(|w| w.chars().all(|c| c.is_ascii_uppercase())));
+    assert!(render::WORDS.iter().all(|w| w.chars().all(|c| c.is_ascii_uppercase())));
     let train: HashSet<&str> = render::train_words().collect();
     let test: HashSet<&str> = render::test_words().collect();
     assert_eq!((train.len(), test.len()), (100, 100));
     assert!(train.is_disjoint(&test));
-    assert_eq!(
-        render::split_words("validation"),
-        render::split_words("test")
-    );
+    assert_eq!(render::split_words("validation"), render::split_words("test"));
     assert_eq!(render::split_words("bogus"), None);
 }
 
@@ -193,11 +127,7 @@ fn puzzles_are_deterministic_and_splits_disjoint() {
     assert_eq!(a.len(), 50);
     let train: HashSet<String> = puzzles("train", 300, 1).into_iter().map(|p| p.1).collect();
     let test: HashSet<String> = puzzles("test", 300, 1).into_iter().map(|p| p.1).collect();
-    assert_eq!(
-        (train.len(), test.len()),
-        (100, 100),
-        "300 draws cover each half"
-    );
+    assert_eq!((train.len(), test.len()), (100, 100), "300 draws cover each half");
     assert!(train.is_disjoint(&test));
     // No repeats within one pass over the split.
     let first: HashSet<&String> = a.iter().map(|p| &p.1).collect();
@@ -208,13 +138,7 @@ fn puzzles_are_deterministic_and_splits_disjoint() {
 #[test]
 fn puzzle_prompt_shape() {
     let (prompt, word) = &puzzles("test", 1, 42)[0];
-    assert_eq!(
-        prompt,
-        &format!(
-            "Read the word drawn below in ASCII art.\n{}\nAnswer: ",
-            render(word)
-        )
-    );
+    assert_eq!(prompt, &format!("Read the word drawn below in ASCII art.\n{}\nAnswer: ", render(word)));
     assert!(prompt.ends_with("\nAnswer: "));
     assert_eq!(prompt.lines().count(), 7);
 }
@@ -241,28 +165,14 @@ fn scores_through_the_evaluator_trait_and_the_abi_adapter() {
     let ex = example(&generations, "HI");
     assert_eq!(
         ff.score_one("Hi\nthere", "HI", &ex),
-        vec![
-            ("exact".to_string(), 0.0),
-            ("exact_ci".to_string(), 1.0),
-            ("jaro_winkler".to_string(), 1.0)
-        ]
+        vec![("exact".to_string(), 0.0), ("exact_ci".to_string(), 1.0), ("jaro_winkler".to_string(), 1.0)]
     );
     let adapter = EvaluatorAdapter(FigFont);
     let scored = adapter.score(ex).unwrap();
     assert_eq!(scored.per_generation.len(), 2);
     let aggregate = adapter.aggregate(RSlice::from_slice(&[scored])).unwrap();
     let names: Vec<&str> = aggregate.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "exact",
-            "exact@mean",
-            "exact_ci",
-            "exact_ci@mean",
-            "jaro_winkler",
-            "jaro_winkler@mean"
-        ]
-    );
+    assert_eq!(names, ["exact", "exact@mean", "exact_ci", "exact_ci@mean", "jaro_winkler", "jaro_winkler@mean"]);
     assert_eq!(aggregate[3].value, 0.5);
 }
 

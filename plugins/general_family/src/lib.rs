@@ -18,11 +18,8 @@ impl PointwiseObjective for GeneralFamily {
     const DESCRIPTION: &'static str =
         "-p^alpha family: alpha > 0 prior-leaning, alpha -> 0 is NLL, alpha < 0 prior-averse";
     const FORMULA: &'static str = "f(p) = (1 - p^alpha) / alpha";
-    const PARAMS: &'static [ParamSpec] = &[ParamSpec::float(
-        "alpha",
-        1.0,
-        "exponent alpha; 1 is -p, 0 is NLL, larger is more prior-leaning",
-    )];
+    const PARAMS: &'static [ParamSpec] =
+        &[ParamSpec::float("alpha", 1.0, "exponent alpha; 1 is -p, 0 is NLL, larger is more prior-leaning")];
 
     fn from_params(params: &Params) -> Result<Self, String> {
         let alpha = params.require_f64("alpha")?;
@@ -53,26 +50,16 @@ mod tests {
     use plugin_api::{ParamEntry, ParamValue};
 
     fn alpha(a: f64) -> Vec<ParamEntry> {
-        vec![ParamEntry {
-            name: "alpha".into(),
-            value: ParamValue::Float(a),
-        }]
+        vec![ParamEntry { name: "alpha".into(), value: ParamValue::Float(a) }]
     }
 
     #[test]
     fn matches_closed_form_on_41_points() {
         for a in [1.0, 0.5, 2.0, 10.0, -0.5] {
-            for point in tabulate::<Pointwise<super::GeneralFamily>>(&alpha(a), &grid(41)).unwrap()
-            {
+            for point in tabulate::<Pointwise<super::GeneralFamily>>(&alpha(a), &grid(41)).unwrap() {
                 let p = point.p;
-                assert!(
-                    close(point.loss as f64, (1.0 - p.powf(a)) / a, 1e-5),
-                    "alpha {a}: {point:?}"
-                );
-                assert!(
-                    close(point.weight as f64, p.powf(a), 1e-5),
-                    "alpha {a}: {point:?}"
-                );
+                assert!(close(point.loss as f64, (1.0 - p.powf(a)) / a, 1e-5), "alpha {a}: {point:?}");
+                assert!(close(point.weight as f64, p.powf(a), 1e-5), "alpha {a}: {point:?}");
             }
         }
     }

@@ -48,15 +48,7 @@ const DROPPED: &[&str] = &[
 ];
 
 /// Commands whose brace argument is kept and the command dropped.
-const UNWRAPPED: &[&str] = &[
-    "\\text",
-    "\\textbf",
-    "\\textrm",
-    "\\mathrm",
-    "\\mathbf",
-    "\\mbox",
-    "\\operatorname",
-];
+const UNWRAPPED: &[&str] = &["\\text", "\\textbf", "\\textrm", "\\mathrm", "\\mathbf", "\\mbox", "\\operatorname"];
 
 /// A parsed answer.
 #[derive(Debug, Clone, PartialEq)]
@@ -87,10 +79,7 @@ fn unwrap_text(s: &str) -> String {
     let mut s = s.to_string();
     for cmd in UNWRAPPED {
         loop {
-            let found = s
-                .match_indices(cmd)
-                .map(|(i, _)| i)
-                .find(|&i| s[i + cmd.len()..].starts_with('{'));
+            let found = s.match_indices(cmd).map(|(i, _)| i).find(|&i| s[i + cmd.len()..].starts_with('{'));
             let Some((inner, end)) = found.and_then(|i| brace_group(&s, i + cmd.len())) else {
                 break;
             };
@@ -121,9 +110,7 @@ pub fn clean(answer: &str) -> String {
         let lhs = lhs.trim();
         let identifier = lhs.len() <= 12
             && lhs.starts_with(|c: char| c.is_ascii_alphabetic() || c == '\\')
-            && lhs
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_{}\\".contains(c));
+            && lhs.chars().all(|c| c.is_ascii_alphanumeric() || "_{}\\".contains(c));
         if identifier && !rhs.trim().is_empty() {
             s = rhs.trim().to_string();
         }
@@ -133,10 +120,7 @@ pub fn clean(answer: &str) -> String {
 
 /// `s` with one trailing `\text{...}` / `\mbox{...}` removed, when something precedes it.
 fn strip_trailing_text(s: &str) -> Option<String> {
-    let i = ["\\text{", "\\mbox{"]
-        .iter()
-        .filter_map(|cmd| s.rfind(cmd))
-        .max()?;
+    let i = ["\\text{", "\\mbox{"].iter().filter_map(|cmd| s.rfind(cmd)).max()?;
     let open = i + s[i..].find('{')?;
     let (_, end) = brace_group(s, open)?;
     (end == s.len() && !s[..i].trim().is_empty()).then(|| s[..i].trim().to_string())
@@ -166,8 +150,7 @@ fn strip_unit_words(s: &str) -> String {
 fn plain_value(s: &str) -> Option<f64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     let groups: Vec<&str> = int.split(',').collect();
-    let grouped = groups.len() == 1
-        || ((1..=3).contains(&groups[0].len()) && groups[1..].iter().all(|g| g.len() == 3));
+    let grouped = groups.len() == 1 || ((1..=3).contains(&groups[0].len()) && groups[1..].iter().all(|g| g.len() == 3));
     let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
     let ok = grouped
         && groups.iter().all(|g| digits(g))
@@ -288,10 +271,7 @@ fn equivalent_at(a: &str, b: &str, depth: usize) -> bool {
                     o1 == o2
                         && c1 == c2
                         && p1.len() == p2.len()
-                        && p1
-                            .iter()
-                            .zip(&p2)
-                            .all(|(p, q)| equivalent_at(p, q, depth + 1))
+                        && p1.iter().zip(&p2).all(|(p, q)| equivalent_at(p, q, depth + 1))
                 }
                 _ => false,
             }

@@ -49,25 +49,17 @@ fn box_argument(text: &str, after: usize) -> Option<&str> {
     if skipped == 0 {
         return None;
     }
-    let arg = text[start..]
-        .split(|c: char| c.is_whitespace() || c == '$')
-        .next()
-        .unwrap_or("");
+    let arg = text[start..].split(|c: char| c.is_whitespace() || c == '$').next().unwrap_or("");
     (!arg.is_empty()).then_some(arg)
 }
 
 /// The content of the last complete `\boxed{...}` or `\fbox{...}` in `text`, nested braces kept.
 /// A box that is never closed (a truncated generation) is skipped in favour of the one before it.
 pub fn last_boxed(text: &str) -> Option<&str> {
-    let mut starts: Vec<(usize, usize)> = BOX_COMMANDS
-        .iter()
-        .flat_map(|cmd| text.match_indices(cmd).map(|(i, m)| (i, i + m.len())))
-        .collect();
+    let mut starts: Vec<(usize, usize)> =
+        BOX_COMMANDS.iter().flat_map(|cmd| text.match_indices(cmd).map(|(i, m)| (i, i + m.len()))).collect();
     starts.sort_unstable();
-    starts
-        .iter()
-        .rev()
-        .find_map(|&(_, after)| box_argument(text, after))
+    starts.iter().rev().find_map(|&(_, after)| box_argument(text, after))
 }
 
 /// A signed plain number (`-12`, `3.5`, `1,234`, `.5`) starting at byte `i`, if any: its end.
@@ -124,9 +116,8 @@ fn frac_token_end(text: &str, i: usize) -> Option<usize> {
         return (is_number(num) && is_number(den)).then_some(end);
     }
     // `\frac12`: two single digits.
-    (bytes.get(after).is_some_and(u8::is_ascii_digit)
-        && bytes.get(after + 1).is_some_and(u8::is_ascii_digit))
-    .then_some(after + 2)
+    (bytes.get(after).is_some_and(u8::is_ascii_digit) && bytes.get(after + 1).is_some_and(u8::is_ascii_digit))
+        .then_some(after + 2)
 }
 
 /// The final number in `text`: integers, decimals, negatives, `a/b` and `\frac{a}{b}` fractions, and
@@ -145,11 +136,9 @@ pub fn last_number(text: &str) -> Option<&str> {
             }
         }
         let sign_ok = bytes[i] == b'-'
-            && (i == 0
-                || !matches!(bytes[i - 1], b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b')' | b']' | b'}'));
-        let starts = bytes[i].is_ascii_digit()
-            || sign_ok
-            || (bytes[i] == b'.' && (i == 0 || !bytes[i - 1].is_ascii_digit()));
+            && (i == 0 || !matches!(bytes[i - 1], b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b')' | b']' | b'}'));
+        let starts =
+            bytes[i].is_ascii_digit() || sign_ok || (bytes[i] == b'.' && (i == 0 || !bytes[i - 1].is_ascii_digit()));
         if starts {
             if let Some(end) = number_token_end(bytes, i) {
                 last = Some(&text[i..end]);

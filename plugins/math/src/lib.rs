@@ -43,19 +43,13 @@ pub fn accuracy(generation: &str, reference: &str) -> f64 {
 
 impl Evaluator for Math {
     const NAME: &'static str = "math";
-    const DESCRIPTION: &'static str =
-        "1 when the last \\boxed{} (else the final number) equals the reference's answer";
+    const DESCRIPTION: &'static str = "1 when the last \\boxed{} (else the final number) equals the reference's answer";
 
     fn from_params(_: &Params) -> Result<Self, String> {
         Ok(Math)
     }
 
-    fn score_one(
-        &self,
-        generation: &str,
-        reference: &str,
-        _: &EvaluatorExample<'_>,
-    ) -> Vec<(String, f64)> {
+    fn score_one(&self, generation: &str, reference: &str, _: &EvaluatorExample<'_>) -> Vec<(String, f64)> {
         vec![("accuracy".to_string(), accuracy(generation, reference))]
     }
 }

@@ -4,140 +4,45 @@ use plugin_api::evaluator::{EvaluatorAdapter, EvaluatorState};
 
 /// (case, generation, reference, expected accuracy)
 const CASES: &[(&str, &str, &str, f64)] = &[
-    (
-        "plain boxed integer",
-        "So the total is $\\boxed{42}$.",
-        "42",
-        1.0,
-    ),
-    (
-        "wrong boxed integer",
-        "The answer is \\boxed{41}.",
-        "42",
-        0.0,
-    ),
-    (
-        "last of several boxes counts",
-        "First guess \\boxed{3}, but rechecking gives \\boxed{5}.",
-        "5",
-        1.0,
-    ),
-    (
-        "earlier box does not count",
-        "First guess \\boxed{5}, but rechecking gives \\boxed{3}.",
-        "5",
-        0.0,
-    ),
-    (
-        "nested braces in box",
-        "Hence $p = \\boxed{\\frac{1}{2}}$",
-        "\\frac{1}{2}",
-        1.0,
-    ),
-    (
-        "nested box equals decimal",
-        "\\boxed{\\dfrac{3}{4}}",
-        "0.75",
-        1.0,
-    ),
-    (
-        "number after the box is ignored",
-        "\\boxed{12}. Check: 3 * 4 = 12, and 12 + 1 = 13",
-        "12",
-        1.0,
-    ),
+    ("plain boxed integer", "So the total is $\\boxed{42}$.", "42", 1.0),
+    ("wrong boxed integer", "The answer is \\boxed{41}.", "42", 0.0),
+    ("last of several boxes counts", "First guess \\boxed{3}, but rechecking gives \\boxed{5}.", "5", 1.0),
+    ("earlier box does not count", "First guess \\boxed{5}, but rechecking gives \\boxed{3}.", "5", 0.0),
+    ("nested braces in box", "Hence $p = \\boxed{\\frac{1}{2}}$", "\\frac{1}{2}", 1.0),
+    ("nested box equals decimal", "\\boxed{\\dfrac{3}{4}}", "0.75", 1.0),
+    ("number after the box is ignored", "\\boxed{12}. Check: 3 * 4 = 12, and 12 + 1 = 13", "12", 1.0),
     ("fbox", "Final: \\fbox{7}", "7", 1.0),
-    (
-        "final number fallback",
-        "She has 3 apples and buys 4 more, so 7 apples.",
-        "7",
-        1.0,
-    ),
+    ("final number fallback", "She has 3 apples and buys 4 more, so 7 apples.", "7", 1.0),
     ("final number is the last one", "7 apples, not 8", "7", 0.0),
-    (
-        "thousands separator vs plain",
-        "The population is 1,000.",
-        "1000",
-        1.0,
-    ),
-    (
-        "plain vs thousands separator reference",
-        "\\boxed{1234567}",
-        "1,234,567",
-        1.0,
-    ),
+    ("thousands separator vs plain", "The population is 1,000.", "1000", 1.0),
+    ("plain vs thousands separator reference", "\\boxed{1234567}", "1,234,567", 1.0),
     ("0.50 vs 1/2", "The probability is 0.50", "1/2", 1.0),
     ("a/b vs \\frac", "The ratio is 3/4", "\\frac{3}{4}", 1.0),
     ("\\dfrac12 shorthand", "\\boxed{\\dfrac12}", "0.5", 1.0),
     ("\\tfrac", "\\boxed{\\tfrac{2}{4}}", "\\frac12", 1.0),
     ("negative number", "So x = -5.", "-5", 1.0),
     ("negative vs positive", "So x = -5.", "5", 0.0),
-    (
-        "unicode minus",
-        "The temperature drops to \u{2212}3 degrees",
-        "-3",
-        1.0,
-    ),
+    ("unicode minus", "The temperature drops to \u{2212}3 degrees", "-3", 1.0),
     ("subtraction is not a sign", "We compute 10-3", "-3", 0.0),
-    (
-        "negative fraction",
-        "\\boxed{-\\frac{1}{3}}",
-        "\\frac{-1}{3}",
-        1.0,
-    ),
-    (
-        "percent equals the bare number",
-        "\\boxed{50\\%}",
-        "50",
-        1.0,
-    ),
+    ("negative fraction", "\\boxed{-\\frac{1}{3}}", "\\frac{-1}{3}", 1.0),
+    ("percent equals the bare number", "\\boxed{50\\%}", "50", 1.0),
     ("percent is not divided out", "\\boxed{50\\%}", "0.5", 0.0),
-    (
-        "dollar signs and units",
-        "It costs \\$18 dollars in total: \\boxed{\\$18}",
-        "18",
-        1.0,
-    ),
+    ("dollar signs and units", "It costs \\$18 dollars in total: \\boxed{\\$18}", "18", 1.0),
     ("unit word", "\\boxed{12 cm}", "12", 1.0),
     ("glued unit", "\\boxed{12cm}", "12", 1.0),
     ("\\text unit", "\\boxed{5\\text{ inches}}", "5", 1.0),
-    (
-        "\\text any trailing word",
-        "\\boxed{10 \\text{apples}}",
-        "10",
-        1.0,
-    ),
+    ("\\text any trailing word", "\\boxed{10 \\text{apples}}", "10", 1.0),
     ("leading x =", "\\boxed{x = 4}", "4", 1.0),
     ("trailing period", "\\boxed{4.}", "4", 1.0),
     ("degree mark", "\\boxed{30^\\circ}", "30", 1.0),
-    (
-        "relative tolerance",
-        "\\boxed{0.3333333333}",
-        "\\frac{1}{3}",
-        1.0,
-    ),
+    ("relative tolerance", "\\boxed{0.3333333333}", "\\frac{1}{3}", 1.0),
     ("outside tolerance", "\\boxed{0.333}", "\\frac{1}{3}", 0.0),
     ("decimal equality", "\\boxed{2.50}", "2.5", 1.0),
-    (
-        "reference with box",
-        "\\boxed{8}",
-        "The side is $\\boxed{8}$.",
-        1.0,
-    ),
+    ("reference with box", "\\boxed{8}", "The side is $\\boxed{8}$.", 1.0),
     ("gsm8k reference", "Total: 72", "48 + 24 = 72\n#### 72", 1.0),
     ("symbolic answer", "\\boxed{\\sqrt{2}}", "\\sqrt{2}", 1.0),
-    (
-        "latex spacing ignored",
-        "\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}",
-        "(3,\\frac{\\pi}{2})",
-        1.0,
-    ),
-    (
-        "tuple element-wise",
-        "\\boxed{(0.5, 2)}",
-        "\\left(\\frac{1}{2}, 2\\right)",
-        1.0,
-    ),
+    ("latex spacing ignored", "\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "(3,\\frac{\\pi}{2})", 1.0),
+    ("tuple element-wise", "\\boxed{(0.5, 2)}", "\\left(\\frac{1}{2}, 2\\right)", 1.0),
     ("interval brackets differ", "\\boxed{[0, 1)}", "[0, 1]", 0.0),
     ("symbolic mismatch", "\\boxed{x^2+1}", "x^2-1", 0.0),
     ("\\text word answer", "\\boxed{\\text{Devon}}", "Devon", 1.0),
@@ -146,19 +51,9 @@ const CASES: &[(&str, &str, &str, f64)] = &[
     ("no number at all", "I am not sure.", "5", 0.0),
     ("empty box", "\\boxed{}", "5", 0.0),
     ("truncated last box", "\\boxed{6} then \\boxed{7", "6", 1.0),
-    (
-        "unicode text around",
-        "Die Antwort ist \u{2248} 3.14 \u{1F642}",
-        "3.14",
-        1.0,
-    ),
+    ("unicode text around", "Die Antwort ist \u{2248} 3.14 \u{1F642}", "3.14", 1.0),
     ("division by zero is no number", "\\boxed{1/0}", "1/0", 1.0),
-    (
-        "number inside a word-list",
-        "Steps 1, 2, 3 give 4",
-        "4",
-        1.0,
-    ),
+    ("number inside a word-list", "Steps 1, 2, 3 give 4", "4", 1.0),
 ];
 
 #[test]
@@ -168,10 +63,8 @@ fn table_of_generations_and_references() {
     for &(case, generation, reference, expected) in CASES {
         let got = accuracy(generation, reference);
         if got != expected {
-            failures.push(format!(
-                "{case}: got {got}, expected {expected} (answer {:?})",
-                generation_answer(generation)
-            ));
+            failures
+                .push(format!("{case}: got {got}, expected {expected} (answer {:?})", generation_answer(generation)));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -200,10 +93,7 @@ fn deep_nesting_is_refused_without_exhausting_the_stack() {
 
 #[test]
 fn extraction() {
-    assert_eq!(
-        last_boxed("\\boxed{a} \\boxed{\\frac{1}{2}}"),
-        Some("\\frac{1}{2}")
-    );
+    assert_eq!(last_boxed("\\boxed{a} \\boxed{\\frac{1}{2}}"), Some("\\frac{1}{2}"));
     assert_eq!(last_boxed("$\\boxed 5$"), Some("5"));
     assert_eq!(last_boxed("\\boxed{\\{1, 2\\}}"), Some("\\{1, 2\\}"));
     assert_eq!(last_boxed("no box"), None);
@@ -228,10 +118,7 @@ fn example<'a>(generations: &'a [RString], reference: &'a str) -> EvaluatorExamp
 #[test]
 fn scores_through_the_evaluator_trait_and_the_abi_adapter() {
     let math = Math::from_params(&Params::new(&[])).unwrap();
-    let generations = [
-        RString::from("1/2 + 1/4 = \\boxed{\\frac{3}{4}}"),
-        RString::from("It is 0.7"),
-    ];
+    let generations = [RString::from("1/2 + 1/4 = \\boxed{\\frac{3}{4}}"), RString::from("It is 0.7")];
     let ex = example(&generations, "0.75");
     for (generation, expected) in generations.iter().zip([1.0, 0.0]) {
         let scores = math.score_one(generation.as_str(), "0.75", &ex);
@@ -240,11 +127,7 @@ fn scores_through_the_evaluator_trait_and_the_abi_adapter() {
 
     let adapter = EvaluatorAdapter(Math);
     let scored = adapter.score(ex).unwrap();
-    let values: Vec<Vec<f64>> = scored
-        .per_generation
-        .iter()
-        .map(|g| g.iter().map(|s| s.value).collect())
-        .collect();
+    let values: Vec<Vec<f64>> = scored.per_generation.iter().map(|g| g.iter().map(|s| s.value).collect()).collect();
     assert_eq!(values, vec![vec![1.0], vec![0.0]]);
     let aggregate = adapter.aggregate(RSlice::from_slice(&[scored])).unwrap();
     let names: Vec<&str> = aggregate.iter().map(|s| s.name.as_str()).collect();

@@ -46,9 +46,7 @@ const FILLERS: &[&str] = &[
 ];
 
 /// Characters skipped between a cue and its letter.
-const SKIPPED: &[char] = &[
-    ':', '-', '=', '\u{2014}', '\u{2013}', '*', '$', '\'', '"', '`',
-];
+const SKIPPED: &[char] = &[':', '-', '=', '\u{2014}', '\u{2013}', '*', '$', '\'', '"', '`'];
 
 /// Whether `c` is an answer letter A–J, either case.
 fn is_letter(c: char) -> bool {
@@ -77,9 +75,7 @@ impl Text {
     }
 
     fn starts_with(&self, i: usize, word: &str) -> bool {
-        word.chars()
-            .enumerate()
-            .all(|(k, w)| self.lower.get(i + k) == Some(&w))
+        word.chars().enumerate().all(|(k, w)| self.lower.get(i + k) == Some(&w))
     }
 
     /// Start positions of `word` (lower-case).
@@ -90,30 +86,22 @@ impl Text {
     /// Start positions of `word` (lower-case) standing as a whole word.
     fn find_words<'a>(&'a self, word: &'a str) -> impl Iterator<Item = usize> + 'a {
         let len = word.chars().count();
-        self.find(word)
-            .filter(move |&i| (i == 0 || self.boundary(i - 1)) && self.boundary(i + len))
+        self.find(word).filter(move |&i| (i == 0 || self.boundary(i - 1)) && self.boundary(i + len))
     }
 
     /// A bracketed letter `(X)` or `[X]` at `i`, any case.
     fn bracketed(&self, i: usize) -> Option<char> {
         let (open, c, close) = (self.at(i)?, self.at(i + 1)?, self.at(i + 2)?);
-        ((open == '(' && close == ')') || (open == '[' && close == ']'))
-            .then_some(c)
-            .filter(|&c| is_letter(c))
+        ((open == '(' && close == ')') || (open == '[' && close == ']')).then_some(c).filter(|&c| is_letter(c))
     }
 
     /// The letter right after an answer cue ending at `i`, and its position.
     fn after_cue(&self, mut i: usize) -> Option<(usize, char)> {
         for _ in 0..12 {
-            while self
-                .at(i)
-                .is_some_and(|c| c.is_whitespace() || SKIPPED.contains(&c))
-            {
+            while self.at(i).is_some_and(|c| c.is_whitespace() || SKIPPED.contains(&c)) {
                 i += 1;
             }
-            let filler = FILLERS
-                .iter()
-                .find(|w| self.starts_with(i, w) && self.boundary(i + w.len()));
+            let filler = FILLERS.iter().find(|w| self.starts_with(i, w) && self.boundary(i + w.len()));
             match filler {
                 Some(w) => i += w.len(),
                 None => break,
@@ -124,11 +112,8 @@ impl Text {
         }
         let c = self.at(i).filter(|&c| is_letter(c))?;
         let next = self.at(i + 1);
-        let ok = if c.is_ascii_uppercase() {
-            self.boundary(i + 1)
-        } else {
-            next.is_none_or(|n| ".,;:)!*\n".contains(n))
-        };
+        let ok =
+            if c.is_ascii_uppercase() { self.boundary(i + 1) } else { next.is_none_or(|n| ".,;:)!*\n".contains(n)) };
         ok.then_some((i, c))
     }
 
@@ -145,10 +130,8 @@ impl Text {
                         let inner = ["\\textbf", "\\mathrm", "\\mathbf", "\\text"]
                             .iter()
                             .fold(inner.clone(), |s, cmd| s.replace(cmd, ""));
-                        let core: Vec<char> = inner
-                            .chars()
-                            .filter(|c| !"{}()[]. *$".contains(*c) && !c.is_whitespace())
-                            .collect();
+                        let core: Vec<char> =
+                            inner.chars().filter(|c| !"{}()[]. *$".contains(*c) && !c.is_whitespace()).collect();
                         return (core.len() == 1 && is_letter(core[0])).then_some(core[0]);
                     }
                 }
@@ -201,15 +184,8 @@ pub fn extract_letter(text: &str) -> Option<char> {
         }
         // `**B**`, `**B.**`, `**B)**`, `**B:**`.
         if t.starts_with(i, "**") {
-            if let Some(c) = t
-                .at(i + 2)
-                .filter(|&c| is_letter(c) && c.is_ascii_uppercase())
-            {
-                let close = if t.at(i + 3).is_some_and(|n| ".):".contains(n)) {
-                    i + 4
-                } else {
-                    i + 3
-                };
+            if let Some(c) = t.at(i + 2).filter(|&c| is_letter(c) && c.is_ascii_uppercase()) {
+                let close = if t.at(i + 3).is_some_and(|n| ".):".contains(n)) { i + 4 } else { i + 3 };
                 if t.starts_with(close, "**") {
                     shaped.push((i, c));
                 }
@@ -233,14 +209,11 @@ pub fn extract_letter(text: &str) -> Option<char> {
     let start = t.chars.iter().position(|&c| !c.is_whitespace() && c != '*');
     if let Some(i) = start {
         let c = t.chars[i];
-        if c.is_ascii_uppercase() && is_letter(c) && t.at(i + 1).is_some_and(|n| ".):".contains(n))
-        {
+        if c.is_ascii_uppercase() && is_letter(c) && t.at(i + 1).is_some_and(|n| ".):".contains(n)) {
             shaped.push((i, c));
         }
     }
 
     let pick = |v: &[(usize, char)]| v.iter().max_by_key(|(i, _)| *i).map(|&(_, c)| c);
-    pick(&explicit)
-        .or_else(|| pick(&shaped))
-        .map(|c| c.to_ascii_uppercase())
+    pick(&explicit).or_else(|| pick(&shaped)).map(|c| c.to_ascii_uppercase())
 }

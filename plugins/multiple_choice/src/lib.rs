@@ -30,19 +30,13 @@ pub fn accuracy(generation: &str, reference: &str) -> f64 {
 
 impl Evaluator for MultipleChoice {
     const NAME: &'static str = "multiple_choice";
-    const DESCRIPTION: &'static str =
-        "1 when the answer letter (A-J, last explicit match) equals the reference letter";
+    const DESCRIPTION: &'static str = "1 when the answer letter (A-J, last explicit match) equals the reference letter";
 
     fn from_params(_: &Params) -> Result<Self, String> {
         Ok(MultipleChoice)
     }
 
-    fn score_one(
-        &self,
-        generation: &str,
-        reference: &str,
-        _: &EvaluatorExample<'_>,
-    ) -> Vec<(String, f64)> {
+    fn score_one(&self, generation: &str, reference: &str, _: &EvaluatorExample<'_>) -> Vec<(String, f64)> {
         vec![("accuracy".to_string(), accuracy(generation, reference))]
     }
 }

@@ -4,57 +4,17 @@ use plugin_api::evaluator::{EvaluatorAdapter, EvaluatorState};
 
 /// (case, generation, reference, expected accuracy)
 const CASES: &[(&str, &str, &str, f64)] = &[
-    (
-        "answer is (B)",
-        "Comparing the options, the answer is (B).",
-        "B",
-        1.0,
-    ),
-    (
-        "answer is (B), wrong reference",
-        "Comparing the options, the answer is (B).",
-        "C",
-        0.0,
-    ),
-    (
-        "self-correction: last explicit wins",
-        "The answer is (B). Actually, the answer is (C).",
-        "C",
-        1.0,
-    ),
-    (
-        "self-correction: earlier one is not taken",
-        "The answer is (B). Actually, the answer is (C).",
-        "B",
-        0.0,
-    ),
+    ("answer is (B)", "Comparing the options, the answer is (B).", "B", 1.0),
+    ("answer is (B), wrong reference", "Comparing the options, the answer is (B).", "C", 0.0),
+    ("self-correction: last explicit wins", "The answer is (B). Actually, the answer is (C).", "C", 1.0),
+    ("self-correction: earlier one is not taken", "The answer is (B). Actually, the answer is (C).", "B", 0.0),
     ("answer colon", "Reasoning...\nanswer: C", "C", 1.0),
     ("lower-case in parentheses", "Answer: (d)", "D", 1.0),
-    (
-        "lower-case after cue at end",
-        "so the answer: d",
-        "(D)",
-        1.0,
-    ),
-    (
-        "lower-case article after cue",
-        "The answer is a bit unclear, but (E) fits.",
-        "E",
-        1.0,
-    ),
-    (
-        "bold letter",
-        "After checking each choice:\n\n**B**",
-        "B",
-        1.0,
-    ),
+    ("lower-case after cue at end", "so the answer: d", "(D)", 1.0),
+    ("lower-case article after cue", "The answer is a bit unclear, but (E) fits.", "E", 1.0),
+    ("bold letter", "After checking each choice:\n\n**B**", "B", 1.0),
     ("bold after cue", "**Answer:** **C**", "C", 1.0),
-    (
-        "response starts with B.",
-        "B. Paris is the capital of France.",
-        "B",
-        1.0,
-    ),
+    ("response starts with B.", "B. Paris is the capital of France.", "B", 1.0),
     ("parenthesised letter", "I would go with (B)", "B", 1.0),
     ("option B", "Option B is the only consistent one.", "B", 1.0),
     ("boxed letter", "Therefore $\\boxed{B}$", "B", 1.0),
@@ -62,63 +22,18 @@ const CASES: &[(&str, &str, &str, f64)] = &[
     ("just a letter", "B", "B", 1.0),
     ("just a lower-case letter", "  b\n", "B", 1.0),
     ("reference in parentheses", "The answer is J", "(J)", 1.0),
-    (
-        "letter beyond J is not an answer",
-        "The answer is (K)",
-        "K",
-        0.0,
-    ),
-    (
-        "article A is not an answer",
-        "A cat is a small mammal.",
-        "A",
-        0.0,
-    ),
-    (
-        "article A before the real answer",
-        "A careful reading shows the answer is (D).",
-        "D",
-        1.0,
-    ),
-    (
-        "article A after the real answer",
-        "The answer is (C). A quick check confirms it.",
-        "C",
-        1.0,
-    ),
-    (
-        "explicit beats a later shaped letter",
-        "The answer is (B) because (C) is too small.",
-        "B",
-        1.0,
-    ),
-    (
-        "echoed options, then the answer",
-        "A. 12\nB. 15\nC. 18\nD. 20\nThe correct option is D.",
-        "D",
-        1.0,
-    ),
-    (
-        "word starting with a letter after cue",
-        "The answer is: Because of friction, (A).",
-        "A",
-        1.0,
-    ),
-    (
-        "negated cue is not an answer",
-        "The answer is not obvious.",
-        "A",
-        0.0,
-    ),
+    ("letter beyond J is not an answer", "The answer is (K)", "K", 0.0),
+    ("article A is not an answer", "A cat is a small mammal.", "A", 0.0),
+    ("article A before the real answer", "A careful reading shows the answer is (D).", "D", 1.0),
+    ("article A after the real answer", "The answer is (C). A quick check confirms it.", "C", 1.0),
+    ("explicit beats a later shaped letter", "The answer is (B) because (C) is too small.", "B", 1.0),
+    ("echoed options, then the answer", "A. 12\nB. 15\nC. 18\nD. 20\nThe correct option is D.", "D", 1.0),
+    ("word starting with a letter after cue", "The answer is: Because of friction, (A).", "A", 1.0),
+    ("negated cue is not an answer", "The answer is not obvious.", "A", 0.0),
     ("empty generation", "", "A", 0.0),
     ("whitespace generation", "  \n ", "A", 0.0),
     ("no letter at all", "I don't know.", "A", 0.0),
-    (
-        "unicode around",
-        "Résumé: la réponse — answer: (C) ✅",
-        "C",
-        1.0,
-    ),
+    ("unicode around", "Résumé: la réponse — answer: (C) ✅", "C", 1.0),
     ("empty reference", "The answer is (A)", "", 0.0),
 ];
 
@@ -129,10 +44,7 @@ fn table_of_generations_and_references() {
     for &(case, generation, reference, expected) in CASES {
         let got = accuracy(generation, reference);
         if got != expected {
-            failures.push(format!(
-                "{case}: got {got}, expected {expected} (letter {:?})",
-                extract_letter(generation)
-            ));
+            failures.push(format!("{case}: got {got}, expected {expected} (letter {:?})", extract_letter(generation)));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -169,10 +81,7 @@ fn example<'a>(generations: &'a [RString], reference: &'a str) -> EvaluatorExamp
 #[test]
 fn scores_through_the_evaluator_trait_and_the_abi_adapter() {
     let mc = MultipleChoice::from_params(&Params::new(&[])).unwrap();
-    let generations = [
-        RString::from("5 is prime, so the answer is (B)."),
-        RString::from("A prime? I think (C)."),
-    ];
+    let generations = [RString::from("5 is prime, so the answer is (B)."), RString::from("A prime? I think (C).")];
     let ex = example(&generations, "B");
     for (generation, expected) in generations.iter().zip([1.0, 0.0]) {
         let scores = mc.score_one(generation.as_str(), "B", &ex);
@@ -181,11 +90,7 @@ fn scores_through_the_evaluator_trait_and_the_abi_adapter() {
 
     let adapter = EvaluatorAdapter(MultipleChoice);
     let scored = adapter.score(ex).unwrap();
-    let values: Vec<Vec<f64>> = scored
-        .per_generation
-        .iter()
-        .map(|g| g.iter().map(|s| s.value).collect())
-        .collect();
+    let values: Vec<Vec<f64>> = scored.per_generation.iter().map(|g| g.iter().map(|s| s.value).collect()).collect();
     assert_eq!(values, vec![vec![1.0], vec![0.0]]);
 }
 

@@ -6,8 +6,7 @@ pub struct NegP;
 
 impl PointwiseObjective for NegP {
     const NAME: &'static str = "neg_p";
-    const DESCRIPTION: &'static str =
-        "-p: down-weights low-probability tokens (wins when the base model is strong)";
+    const DESCRIPTION: &'static str = "-p: down-weights low-probability tokens (wins when the base model is strong)";
     const FORMULA: &'static str = "f(p) = 1 - p";
 
     fn from_params(_: &Params) -> Result<Self, String> {

@@ -7,8 +7,7 @@ pub struct NegPThreshold(Threshold);
 
 impl PointwiseObjective for NegPThreshold {
     const NAME: &'static str = "neg_p_threshold";
-    const DESCRIPTION: &'static str =
-        "-p on tokens with p >= q (side=top) or p <= q (side=bottom) only";
+    const DESCRIPTION: &'static str = "-p on tokens with p >= q (side=top) or p <= q (side=bottom) only";
     const FORMULA: &'static str = "f(p) = (1 - p) * 1[p >= q | p <= q]";
     const PARAMS: &'static [ParamSpec] = Threshold::PARAMS;
 
@@ -38,28 +37,16 @@ mod tests {
     fn matches_closed_form_on_41_points() {
         for side in ["top", "bottom"] {
             let params = vec![
-                ParamEntry {
-                    name: "q".into(),
-                    value: ParamValue::Float(0.3),
-                },
-                ParamEntry {
-                    name: "side".into(),
-                    value: ParamValue::Str(side.into()),
-                },
+                ParamEntry { name: "q".into(), value: ParamValue::Float(0.3) },
+                ParamEntry { name: "side".into(), value: ParamValue::Str(side.into()) },
             ];
             for point in tabulate::<Pointwise<super::NegPThreshold>>(&params, &grid(41)).unwrap() {
                 let p = point.p;
                 let kept = if side == "top" { p >= 0.3 } else { p <= 0.3 };
                 let indicator = if kept { 1.0 } else { 0.0 };
                 assert_eq!(point.included, kept, "{side}: {point:?}");
-                assert!(
-                    close(point.loss as f64, (1.0 - p) * indicator, 1e-5),
-                    "{side}: {point:?}"
-                );
-                assert!(
-                    close(point.weight as f64, p * indicator, 1e-5),
-                    "{side}: {point:?}"
-                );
+                assert!(close(point.loss as f64, (1.0 - p) * indicator, 1e-5), "{side}: {point:?}");
+                assert!(close(point.weight as f64, p * indicator, 1e-5), "{side}: {point:?}");
             }
         }
     }

@@ -1,0 +1,53 @@
+//! `host diagnose --model DIR --data FILE [--out STEM]`: the table on stdout, STEM.json and STEM.svg.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use engine::{Device, Model};
+
+use crate::continuum::diagnose::{diagnose, table, write_svg};
+use crate::data::{self, TextTokenizer};
+
+pub struct DiagnoseArgs<'a> {
+    pub model: &'a Path,
+    pub data: &'a Path,
+    pub out: &'a Path,
+    pub prompt_key: &'a str,
+    pub response_key: &'a str,
+    pub chat_template: bool,
+    pub batch_size: usize,
+}
+
+pub fn run(args: &DiagnoseArgs<'_>) -> Result<()> {
+    if !args.model.is_dir() {
+        bail!("--model {}: no such model directory", args.model.display());
+    }
+    // Data first: a bad file is refused before the model is loaded.
+    let records = data::read_records(args.data, args.prompt_key, args.response_key)?;
+    let model = Model::load(args.model, &Device::Cpu)?;
+    let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
+    let name = args.data.display().to_string();
+    let dataset = data::tokenize(&name, &records, &tokenizer, None, args.chat_template)?;
+    let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
+    let diagnosis = diagnose(&logp)?;
+
+    let json_path = args.out.with_extension("json");
+    let svg_path = args.out.with_extension("svg");
+    let json = serde_json::json!({
+        "model": args.model.display().to_string(),
+        "data": name,
+        "diagnosis": diagnosis,
+    });
+    let tmp = json_path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&json)?)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &json_path).with_context(|| format!("cannot write {}", json_path.display()))?;
+    let title = format!(
+        "Base-model confidence on {}",
+        args.data.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned())
+    );
+    write_svg(&diagnosis, &svg_path, &title)?;
+    print!("{}", table(&diagnosis));
+    println!("wrote {} and {}", json_path.display(), svg_path.display());
+    Ok(())
+}

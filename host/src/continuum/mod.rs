@@ -1,0 +1,4 @@
+//! The paper's contribution as a tool: where a task sits on the model-capability continuum, judged by
+//! the base model's confidence on the training targets, and which objectives to try there.
+
+pub mod diagnose;

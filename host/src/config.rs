@@ -22,6 +22,36 @@ pub struct RunConfig {
     pub optim: OptimSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// Evaluation during training (off unless the table is present).
+    pub eval: Option<EvalSection>,
+}
+
+/// `[eval]`: generate on an evaluation set every `every` steps and at the end, scored by an evaluator
+/// plugin; the aggregate scores go into metrics.jsonl under `eval`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvalSection {
+    /// The evaluation file; defaults to `[data] eval`.
+    pub data: Option<PathBuf>,
+    pub evaluator: String,
+    #[serde(default)]
+    pub params: toml::Table,
+    /// Evaluate every N optimizer steps (0 = only at the end).
+    #[serde(default)]
+    pub every: u64,
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    #[serde(default)]
+    pub temperature: f64,
+    #[serde(default = "default_top_p")]
+    pub top_p: f64,
+    #[serde(default = "default_max_new_tokens")]
+    pub max_new_tokens: usize,
+    #[serde(default)]
+    pub stop: Vec<String>,
+    /// Evaluate on the first N examples only (0 = all).
+    #[serde(default)]
+    pub limit: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -172,6 +202,15 @@ impl Default for TrainSection {
     }
 }
 
+fn default_samples() -> usize {
+    1
+}
+fn default_top_p() -> f64 {
+    1.0
+}
+fn default_max_new_tokens() -> usize {
+    128
+}
 fn default_dtype() -> String {
     "float32".into()
 }
@@ -284,6 +323,11 @@ impl RunConfig {
         }
         if self.data.max_length < 2 {
             bail!("[data] max_length must be at least 2, got {}", self.data.max_length);
+        }
+        if let Some(eval) = &self.eval {
+            if eval.data.is_none() && self.data.eval.is_none() {
+                bail!("[eval] needs `data` (or [data] eval)");
+            }
         }
         if !matches!(self.model.dtype.as_str(), "float32" | "f32") {
             bail!("[model] dtype `{}` is not supported for CPU training (use float32)", self.model.dtype);

@@ -135,6 +135,18 @@ enum PluginsAction {
         #[arg(long = "param")]
         params: Vec<String>,
     },
+    /// Write the benchmark an evaluator plugin carries as JSONL (prompt, response).
+    Benchmark {
+        plugin: String,
+        #[arg(long, default_value = "test")]
+        split: String,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Print an objective's curve as CSV: p,loss,weight,logit_grad.
     Curve {
         plugin: String,
@@ -172,6 +184,9 @@ fn main() -> ExitCode {
             PluginsAction::List => commands::plugins::list(&search),
             PluginsAction::Inspect { plugin } => commands::plugins::inspect(&search, &plugin),
             PluginsAction::Check { plugin, params } => commands::plugins::check(&search, &plugin, &params),
+            PluginsAction::Benchmark { plugin, split, size, seed, out } => {
+                commands::plugins::benchmark(&search, &plugin, &split, size, seed, &out)
+            }
             PluginsAction::Curve { plugin, params, points } => {
                 commands::plugins::curve_csv(&search, &plugin, &params, points)
             }

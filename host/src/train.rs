@@ -15,11 +15,12 @@ use engine::{AdamW, AdamWConfig, Device, Model, Tensor};
 use plugin_api::{ParamValue, PluginKind};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{LrScheduler, RunConfig};
+use crate::config::{EvalSection, LrScheduler, RunConfig};
 use crate::data::{self, Batch, Dataset, Example, TextTokenizer};
+use crate::eval::{evaluate, EvalSettings};
 use crate::plugins::objective::ObjectiveInputs;
 use crate::plugins::params::ParamSet;
-use crate::plugins::{LoadedPlugin, MixerPlugin, ObjectivePlugin, SearchPath};
+use crate::plugins::{EvaluatorPlugin, LoadedPlugin, MixerPlugin, ObjectivePlugin, SearchPath};
 use crate::sampler::{Sampler, SetCursor};
 
 /// What a finished run reports.
@@ -81,6 +82,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let objective = load_objective(config, plugin_name, options.search, &model, &sets, &tokenizer)?;
     let needs = objective.needs();
     let mixer = load_mixer(config, options.search)?;
+    let evaluation =
+        config.eval.as_ref().map(|section| Evaluation::load(config, section, options.search)).transpose()?;
     let set_infos: Vec<plugin_api::TrainingSet> = sets
         .iter()
         .map(|set| plugin_api::TrainingSet {
@@ -243,6 +246,14 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         tokens_seen += tokens;
         let step_seconds = step_started.elapsed().as_secs_f64();
         let tokens_per_second = tokens as f64 / step_seconds.max(1e-9);
+        let scores = match &evaluation {
+            Some(e) if e.due(step, total_steps) => {
+                let aggregate = e.run(&model, &tokenizer, step)?;
+                progress.note(&format!("step {step} eval: {}", describe_scores(&aggregate)));
+                Some(aggregate)
+            }
+            _ => None,
+        };
         metrics.write(&serde_json::json!({
             "step": step,
             "loss": loss,
@@ -254,6 +265,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             "epoch": (step as f64 * batch_size as f64) / n as f64,
             "tokens_by_set": by_set(&sets, &tokens_by_set),
             "examples_by_set": by_set(&sets, &examples_by_set),
+            "eval": scores.map(|s| s.into_iter().collect::<serde_json::Map<String, serde_json::Value>>()),
         }))?;
         progress.step(step, loss, tokens_per_second);
 
@@ -275,6 +287,55 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         final_checkpoint: final_dir,
         resumed_from,
     })
+}
+
+/// Evaluation during training: the evaluator, its data and generation settings, loaded up front so a
+/// bad `[eval]` table fails before the first step.
+struct Evaluation {
+    evaluator: EvaluatorPlugin,
+    records: Vec<data::Record>,
+    settings: EvalSettings,
+    every: u64,
+}
+
+impl Evaluation {
+    fn load(config: &RunConfig, section: &EvalSection, search: &SearchPath) -> Result<Self> {
+        let plugin = LoadedPlugin::load(search, &section.evaluator, PluginKind::Evaluator)?;
+        let given: Vec<(String, toml::Value)> = section.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let params = ParamSet::from_toml(plugin.params(), &given, "[eval.params]")?;
+        let evaluator = EvaluatorPlugin::create(plugin, &params)?;
+        let path = section.data.as_ref().or(config.data.eval.as_ref()).context("[eval] needs `data`")?;
+        let mut records = data::read_records(path, &config.data.prompt_key, &config.data.response_key)?;
+        if section.limit > 0 {
+            records.truncate(section.limit);
+        }
+        let settings = EvalSettings {
+            samples: section.samples,
+            temperature: section.temperature,
+            top_p: section.top_p,
+            max_new_tokens: section.max_new_tokens,
+            seed: config.train.seed,
+            stop: section.stop.clone(),
+            chat_template: config.data.chat_template,
+            ..EvalSettings::default()
+        };
+        settings.validate().context("[eval]")?;
+        Ok(Self { evaluator, records, settings, every: section.every })
+    }
+
+    fn due(&self, step: u64, total_steps: u64) -> bool {
+        step == total_steps || (self.every > 0 && step.is_multiple_of(self.every))
+    }
+
+    fn run(&self, model: &Model, tokenizer: &TextTokenizer, step: u64) -> Result<Vec<(String, serde_json::Value)>> {
+        let report = evaluate(model, tokenizer, &self.records, &self.evaluator, &self.settings)
+            .with_context(|| format!("evaluation at step {step}"))?;
+        Ok(report.aggregate.into_iter().map(|(name, value)| (name, serde_json::json!(value))).collect())
+    }
+}
+
+fn describe_scores(scores: &[(String, serde_json::Value)]) -> String {
+    scores.iter().map(|(name, value)| format!("{name} {value}")).collect::<Vec<_>>().join(", ")
 }
 
 /// `{"set name": count, ...}` for metrics.jsonl.
@@ -467,6 +528,14 @@ impl Progress {
                 bar.set_message(format!("loss {loss}  {tokens_per_second:.0} tok/s"));
             }
             None => eprintln!("step {step}/{}  loss {loss}  {tokens_per_second:.0} tok/s", self.total),
+        }
+    }
+
+    /// A line that stays visible above the bar.
+    fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 

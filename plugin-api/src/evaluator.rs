@@ -58,6 +58,14 @@ pub trait Evaluator: Send + Sync + Sized + 'static {
     /// Named scores of one generation against the reference.
     fn score_one(&self, generation: &str, reference: &str, example: &EvaluatorExample<'_>) -> Vec<(String, f64)>;
 
+    /// Whether [`Evaluator::benchmark`] yields examples (the plugin carries its benchmark).
+    const HAS_BENCHMARK: bool = false;
+
+    /// The benchmark's `(prompt, reference)` examples for a split, size and seed.
+    fn benchmark(_split: &str, _size: usize, _seed: u64) -> Result<Vec<(String, String)>, String> {
+        Err(format!("evaluator `{}` carries no benchmark", Self::NAME))
+    }
+
     /// By default: each score's mean over the first generations (`<name>`) and over all
     /// generations (`<name>@mean`) when there are several.
     fn aggregate(&self, scores: &[ExampleScores]) -> Vec<(String, f64)> {
@@ -126,4 +134,19 @@ impl<T: Evaluator> EvaluatorState for EvaluatorAdapter<T> {
     fn aggregate(&self, scores: RSlice<'_, ExampleScores>) -> RResult<RVec<NamedScore>, RString> {
         crate::catch_panic("aggregate", || Ok(named(self.0.aggregate(scores.as_slice()))))
     }
+}
+
+/// The ABI entry for an evaluator's benchmark, catching panics at the boundary.
+pub extern "C" fn benchmark_entry<T: Evaluator>(
+    split: RStr<'_>,
+    size: u64,
+    seed: u64,
+) -> RResult<RVec<crate::BenchmarkExample>, RString> {
+    crate::catch_panic("benchmark", || {
+        let examples = T::benchmark(split.as_str(), size as usize, seed)?;
+        Ok(examples
+            .into_iter()
+            .map(|(prompt, reference)| crate::BenchmarkExample { prompt: prompt.into(), reference: reference.into() })
+            .collect())
+    })
 }

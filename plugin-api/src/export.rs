@@ -4,7 +4,7 @@
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __export_plugin {
-    ($ty:ty, $trait_:path, $kind:ident, $to:ident, $adapter:path, formula: $formula:expr, loss_form: $loss_form:expr) => {
+    ($ty:ty, $trait_:path, $kind:ident, $to:ident, $adapter:path, formula: $formula:expr, loss_form: $loss_form:expr, benchmark: $benchmark:expr) => {
         // What abi_stable's `#[export_root_module]` expands to, written with `$crate` paths so that a
         // plugin needs no direct dependency on abi_stable.
         #[export_name = $crate::__root_module_symbol!()]
@@ -43,6 +43,7 @@ macro_rules! __export_plugin {
                 params: RSlice::from_slice(<$ty as PluginTrait>::PARAMS),
                 loss_form: $loss_form,
                 create,
+                benchmark: $benchmark,
             }
             .leak_into_prefix()
         }
@@ -60,7 +61,8 @@ macro_rules! export_objective {
             ObjectiveState_TO,
             $crate::objective::ObjectiveAdapter,
             formula: <$objective as $crate::objective::Objective>::FORMULA,
-            loss_form: <$objective as $crate::objective::Objective>::LOSS_FORM
+            loss_form: <$objective as $crate::objective::Objective>::LOSS_FORM,
+            benchmark: None
         );
     };
 }
@@ -84,7 +86,8 @@ macro_rules! export_mixer {
             MixerState_TO,
             $crate::mixer::MixerAdapter,
             formula: "",
-            loss_form: $crate::LossForm::NotApplicable
+            loss_form: $crate::LossForm::NotApplicable,
+            benchmark: None
         );
     };
 }
@@ -100,7 +103,12 @@ macro_rules! export_evaluator {
             EvaluatorState_TO,
             $crate::evaluator::EvaluatorAdapter,
             formula: "",
-            loss_form: $crate::LossForm::NotApplicable
+            loss_form: $crate::LossForm::NotApplicable,
+            benchmark: if <$evaluator as $crate::evaluator::Evaluator>::HAS_BENCHMARK {
+                Some($crate::evaluator::benchmark_entry::<$evaluator>)
+            } else {
+                None
+            }
         );
     };
 }

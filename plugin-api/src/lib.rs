@@ -31,7 +31,7 @@ use abi_stable::{
     library::RootModule,
     package_version_strings,
     sabi_types::VersionStrings,
-    std_types::{RResult, RSlice, RStr, RString},
+    std_types::{RResult, RSlice, RStr, RString, RVec},
     StableAbi,
 };
 
@@ -103,6 +103,19 @@ pub struct PluginModule {
     /// `params` and filled in defaults; the plugin checks ranges and cross-parameter rules.
     #[sabi(last_prefix_field)]
     pub create: extern "C" fn(params: RSlice<'_, ParamEntry>) -> RResult<PluginInstance, RString>,
+    /// An evaluator may carry its benchmark: examples for a split, size and seed. Added after the
+    /// prefix, so a plugin built before this field existed still loads (the host sees `None`).
+    #[sabi(missing_field(option))]
+    pub benchmark:
+        Option<extern "C" fn(split: RStr<'_>, size: u64, seed: u64) -> RResult<RVec<BenchmarkExample>, RString>>,
+}
+
+/// One example of a benchmark carried by an evaluator plugin.
+#[repr(C)]
+#[derive(StableAbi, Clone, Debug, PartialEq)]
+pub struct BenchmarkExample {
+    pub prompt: RString,
+    pub reference: RString,
 }
 
 impl RootModule for PluginModuleRef {

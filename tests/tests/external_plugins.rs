@@ -31,15 +31,15 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A copy of plugin-api with `version` and an optional source edit, as another team might have.
-fn altered_plugin_api(root: &Path, dir: &str, version: &str, edit: Option<(&str, &str, &str)>) -> PathBuf {
+/// A copy of plugin-api with `version` and source edits `(file, from, to)`, as another team might have.
+fn altered_plugin_api(root: &Path, dir: &str, version: &str, edits: &[(&str, &str, &str)]) -> PathBuf {
     let copy = root.join(dir);
     copy_dir(&workspace_root().join("plugin-api"), &copy);
     let manifest = format!(
         "[package]\nname = \"plugin-api\"\nversion = \"{version}\"\nedition = \"2021\"\n\n[dependencies]\nabi_stable = \"0.11.3\"\n"
     );
     std::fs::write(copy.join("Cargo.toml"), manifest).unwrap();
-    if let Some((file, from, to)) = edit {
+    for &(file, from, to) in edits {
         let path = copy.join(file);
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains(from), "{from} not in {file}");
@@ -68,17 +68,32 @@ fn a_plugin_built_outside_the_workspace_loads_in_the_same_host_and_bad_abis_are_
     let root = root.path();
     let source = readme_example();
     plugin_crate(root, "sqrt_p", &workspace_root().join("plugin-api"), &source);
-    let v2 = altered_plugin_api(root, "plugin-api-v2", "0.2.0", None);
+    let v2 = altered_plugin_api(root, "plugin-api-v2", "0.2.0", &[]);
     plugin_crate(root, "sqrt_p_v2", &v2, &source);
     // Same compatible version, but an enum of the root module gained a variant: only the layout check
     // can tell.
     let edit = ("src/objective.rs", "    NotApplicable,\n}", "    NotApplicable,\n    Curvature,\n}");
-    let layout = altered_plugin_api(root, "plugin-api-layout", "0.1.1", Some(edit));
+    let layout = altered_plugin_api(root, "plugin-api-layout", "0.1.1", &[edit]);
     plugin_crate(root, "sqrt_p_layout", &layout, &source);
+    // The plugin-api before the root module gained its optional `benchmark` field (appended after the
+    // prefix): plugins built against it must keep loading in today's host.
+    let field = "    /// An evaluator may carry its benchmark: examples for a split, size and seed. Added after the
+    /// prefix, so a plugin built before this field existed still loads (the host sees `None`).
+    #[sabi(missing_field(option))]
+    pub benchmark:
+        Option<extern \"C\" fn(split: RStr<'_>, size: u64, seed: u64) -> RResult<RVec<BenchmarkExample>, RString>>,
+";
+    let older = altered_plugin_api(
+        root,
+        "plugin-api-older",
+        "0.1.0",
+        &[("src/lib.rs", field, ""), ("src/export.rs", "                benchmark: $benchmark,\n", "")],
+    );
+    plugin_crate(root, "sqrt_p_older", &older, &source);
     // Each plugin is its own workspace (two plugin-api packages cannot share one), with dependency
     // versions pinned to this workspace's lock; they share one target folder so abi_stable builds once.
     let target = target_dir().join("external-plugin-builds");
-    for name in ["sqrt_p", "sqrt_p_v2", "sqrt_p_layout"] {
+    for name in ["sqrt_p", "sqrt_p_v2", "sqrt_p_layout", "sqrt_p_older"] {
         std::fs::copy(workspace_root().join("Cargo.lock"), root.join(name).join("Cargo.lock")).unwrap();
         let status = Command::new(env!("CARGO"))
             .args(["build", "--quiet"])
@@ -102,6 +117,10 @@ fn a_plugin_built_outside_the_workspace_loads_in_the_same_host_and_bad_abis_are_
         assert!((v[2] - p.sqrt()).abs() <= 1e-5 * v[2].abs() + 1e-7, "{line}");
     }
     assert_eq!(std::fs::metadata(&host_binary).unwrap().modified().unwrap(), host_before, "host was rebuilt");
+
+    // Built before the root module grew a field: loads, checks and computes as before.
+    let out = host(&["plugins", "check", &lib("sqrt_p_older")]);
+    assert!(out.status.success(), "older plugin refused: {}", integration_tests::stderr(&out));
 
     let out = host(&["plugins", "curve", &lib("sqrt_p_v2")]);
     assert_error(&out, 2, &["libsqrt_p_v2.so", "built against plugin-api 0.2.0", "incompatible", "0.1.0"]);

@@ -144,3 +144,42 @@ fn plot_objectives_writes_a_labelled_svg() {
     // Three curves, each a polyline.
     assert!(text.matches("<polyline").count() >= 3);
 }
+
+#[test]
+fn an_evaluator_carries_its_benchmark_through_the_abi() {
+    let dir = tempfile::tempdir().unwrap();
+    let export = |split: &str, seed: &str, name: &str| -> Vec<serde_json::Value> {
+        let out = dir.path().join(name);
+        let run = host(&[
+            "plugins",
+            "benchmark",
+            "figfont",
+            "--split",
+            split,
+            "--size",
+            "40",
+            "--seed",
+            seed,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(run.status.success(), "{}", integration_tests::stderr(&run));
+        std::fs::read_to_string(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let train = export("train", "3", "a.jsonl");
+    assert_eq!(train.len(), 40);
+    assert_eq!(train, export("train", "3", "b.jsonl"), "same seed, same puzzles");
+    assert_ne!(train, export("train", "4", "c.jsonl"), "another seed, another order");
+    let test = export("test", "3", "d.jsonl");
+    let words = |rows: &[serde_json::Value]| -> std::collections::BTreeSet<String> {
+        rows.iter().map(|r| r["response"].as_str().unwrap().to_string()).collect()
+    };
+    assert!(words(&train).is_disjoint(&words(&test)), "train and test words overlap");
+    let first = &train[0];
+    assert!(first["prompt"].as_str().unwrap().contains('#'), "the prompt draws the word in ASCII art");
+
+    let out = host(&["plugins", "benchmark", "exact_match", "--out", dir.path().join("x.jsonl").to_str().unwrap()]);
+    assert_error(&out, 2, &["exact_match", "carries no benchmark"]);
+    let out = host(&["plugins", "benchmark", "nll", "--out", dir.path().join("x.jsonl").to_str().unwrap()]);
+    assert_error(&out, 2, &["expected an evaluator plugin"]);
+}

@@ -164,3 +164,35 @@ fn safetensors_parts(path: &Path) -> (Value, Vec<u8>) {
     let header: Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
     (header, bytes[8 + header_len..].to_vec())
 }
+
+#[test]
+fn eval_during_training_writes_scores_to_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let reference = load(&fixture("parity/qwen2-tiny.json"));
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, reference["examples"].as_array().unwrap());
+    let out = dir.path().join("out");
+    let config = write_run_config(
+        dir.path(),
+        &fixture("qwen2-tiny"),
+        &data,
+        &format!(
+            "[eval]\ndata = {:?}\nevaluator = \"exact_match\"\nevery = 2\nmax_new_tokens = 8\nlimit = 3\n\n[train]\nbatch_size = 2\nmax_steps = 5\nout_dir = {:?}\n",
+            data.display().to_string(),
+            out.display().to_string()
+        ),
+    );
+    let run = host(&["train", "--config", config.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let metrics = read_metrics(&out);
+    let evaluated: Vec<u64> =
+        metrics.iter().filter(|m| m["eval"].is_object()).map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(evaluated, vec![2, 4, 5]);
+    let accuracy = metrics[1]["eval"]["exact_match"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert!(stderr(&run).contains("step 2 eval: exact_match"), "{}", stderr(&run));
+
+    // A bad [eval] table fails before training starts.
+    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "eval.evaluator=nll"]);
+    integration_tests::assert_error(&run, 2, &["expected an evaluator plugin"]);
+}

@@ -108,3 +108,25 @@ pub fn curve_csv(search: &SearchPath, name: &str, assignments: &[String], points
     }
     Ok(())
 }
+
+/// Exports an evaluator's benchmark as JSONL with `prompt` and `response` keys.
+pub fn benchmark(
+    search: &SearchPath,
+    name: &str,
+    split: &str,
+    size: usize,
+    seed: u64,
+    out: &std::path::Path,
+) -> Result<()> {
+    let plugin = LoadedPlugin::load(search, name, PluginKind::Evaluator)?;
+    let Some(examples) = plugin.benchmark(split, size, seed)? else {
+        anyhow::bail!("evaluator `{}` ({}) carries no benchmark", plugin.name(), plugin.path.display());
+    };
+    let lines: Vec<String> = examples
+        .iter()
+        .map(|(prompt, reference)| serde_json::json!({ "prompt": prompt, "response": reference }).to_string())
+        .collect();
+    crate::eval::write_atomic(out, &(lines.join("\n") + "\n"))?;
+    println!("wrote {} `{}` {split} examples (seed {seed}) to {}", examples.len(), plugin.name(), out.display());
+    Ok(())
+}

@@ -15,8 +15,11 @@ pub mod params;
 
 use std::path::{Path, PathBuf};
 
-use abi_stable::library::{lib_header_from_path, LibraryError, RootModule};
+use abi_stable::abi_stability::abi_checking::check_layout_compatibility;
+use abi_stable::library::{lib_header_from_path, LibHeader, LibraryError, RootModule};
 use abi_stable::sabi_types::VersionNumber;
+use abi_stable::std_types::RBoxError;
+use abi_stable::StableAbi;
 use anyhow::{anyhow, bail, Result};
 use plugin_api::{LossForm, ParamSpec, PluginInstance, PluginKind, PluginModuleRef};
 
@@ -139,7 +142,10 @@ impl LoadedPlugin {
                 },
             ));
         }
-        let module = header.init_root_module::<PluginModuleRef>().map_err(|e| load_error(path, e))?;
+        check_layout(header).map_err(|e| load_error(path, e))?;
+        // SAFETY: `check_layout` has just verified the library's root module layout against ours.
+        let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }
+            .map_err(|e| load_error(path, e))?;
         Ok(Self { path: path.to_path_buf(), module })
     }
 
@@ -177,6 +183,16 @@ impl LoadedPlugin {
         self.module.loss_form()
     }
 
+    /// The benchmark an evaluator plugin carries: `(prompt, reference)` for a split, size and seed.
+    /// `Ok(None)` when the plugin carries none (including plugins built before the entry existed).
+    pub fn benchmark(&self, split: &str, size: usize, seed: u64) -> Result<Option<Vec<(String, String)>>> {
+        let Some(entry) = self.module.benchmark().flatten() else { return Ok(None) };
+        let examples = entry(split.into(), size as u64, seed)
+            .into_result()
+            .map_err(|e| anyhow!("benchmark of `{}` ({}) failed: {e}", self.name(), self.path.display()))?;
+        Ok(Some(examples.into_iter().map(|e| (e.prompt.into_string(), e.reference.into_string())).collect()))
+    }
+
     /// Calls the plugin's constructor with already validated parameters.
     fn create(&self, params: &params::ParamSet) -> Result<PluginInstance> {
         let create = self.module.create();
@@ -185,6 +201,27 @@ impl LoadedPlugin {
         result
             .into_result()
             .map_err(|e| anyhow!("plugin `{}` ({}) refused its parameters: {e}", self.name(), self.path.display()))
+    }
+}
+
+/// Checks the library's root-module layout against the host's. abi_stable's own check accepts a plugin
+/// whose root module has *more* trailing (suffix) fields than the host knows, i.e. a newer plugin in an
+/// older host. The other direction matters as much here: a plugin built before a field was appended
+/// must keep loading in a newer host. Prefix-type accessors see the shorter module at run time (such
+/// fields read as absent), and the guaranteed prefix must still match exactly, so a layout that is
+/// compatible in either direction is safe.
+fn check_layout(header: &LibHeader) -> Result<(), LibraryError> {
+    let ours = <PluginModuleRef as StableAbi>::LAYOUT;
+    let Some(theirs) = header.layout() else {
+        // Built with abi_stable's `unsafe_no_layout_constant`: nothing to check against, so refuse.
+        return Err(LibraryError::AbiInstability(RBoxError::from_fmt(&"the plugin exports no layout to check")));
+    };
+    match check_layout_compatibility(ours, theirs) {
+        Ok(()) => Ok(()),
+        Err(forward) => match check_layout_compatibility(theirs, ours) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(LibraryError::AbiInstability(RBoxError::from_fmt(&forward))),
+        },
     }
 }
 
@@ -205,10 +242,13 @@ fn load_error(path: &Path, error: LibraryError) -> anyhow::Error {
         } => anyhow!(
             "{shown} was built against plugin-api {actual_version}, incompatible with this host's plugin-api {expected_version}; rebuild the plugin"
         ),
-        LibraryError::AbiInstability(_) => anyhow!(
+        LibraryError::AbiInstability(detail) => {
+            tracing::debug!("{shown}: layout mismatch:\n{detail}");
+            anyhow!(
             "{shown} has an incompatible plugin ABI (its plugin-api types differ from this host's); rebuild the plugin against plugin-api {}",
             plugin_api::PLUGIN_API_VERSION
-        ),
+        )
+        },
         LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => anyhow!(
             "{shown} was built with an incompatible abi_stable or compiler ABI; rebuild the plugin"
         ),

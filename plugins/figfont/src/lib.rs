@@ -80,6 +80,16 @@ impl Evaluator for FigFont {
     const DESCRIPTION: &'static str =
         "Reading ASCII-art words: exact, case-insensitive exact and Jaro-Winkler of the first line";
 
+    const HAS_BENCHMARK: bool = true;
+
+    /// The puzzles themselves: sharing this one file shares the whole benchmark.
+    fn benchmark(split: &str, size: usize, seed: u64) -> Result<Vec<(String, String)>, String> {
+        if !matches!(split, "train" | "test" | "eval" | "validation" | "val" | "dev") {
+            return Err(format!("unknown figfont split {split:?}: expected train or test"));
+        }
+        Ok(puzzles(split, size, seed))
+    }
+
     fn from_params(_: &Params) -> Result<Self, String> {
         Ok(FigFont)
     }

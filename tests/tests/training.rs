@@ -196,3 +196,29 @@ fn eval_during_training_writes_scores_to_metrics() {
     let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "eval.evaluator=nll"]);
     integration_tests::assert_error(&run, 2, &["expected an evaluator plugin"]);
 }
+
+#[test]
+fn a_percentile_threshold_becomes_q_from_the_base_model() {
+    let reference = load(&fixture("train/qwen2-tiny-nll.json"));
+    let tokens = reference["num_loss_tokens"].as_u64().unwrap(); // 169 response tokens and EOSs
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, reference["examples"].as_array().unwrap());
+    let out = dir.path().join("out");
+    let config = write_run_config(
+        dir.path(),
+        &fixture("qwen2-tiny"),
+        &data,
+        &format!(
+            "[objective]\nplugin = \"neg_p_threshold\"\n[objective.params]\npercentile = 50\nside = \"top\"\n\n[train]\nbatch_size = 5\nmax_steps = 1\nout_dir = {:?}\n",
+            out.display().to_string()
+        ),
+    );
+    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    // The whole data set is the first batch: the top half of its tokens by base-model probability stays
+    // (the token at the median itself may fall either side by a rounding of its probability).
+    let kept = read_metrics(&out)[0]["loss_tokens"].as_u64().unwrap();
+    assert!(kept == tokens / 2 || kept == tokens / 2 + 1, "kept {kept} of {tokens}");
+    assert!(stderr(&run).contains("percentile 50 of the base model's token probabilities is q ="));
+}

@@ -32,7 +32,11 @@ pub fn inspect(search: &SearchPath, name: &str) -> Result<()> {
     writeln!(out, "name:        {}", plugin.name())?;
     writeln!(out, "kind:        {}", plugin.kind())?;
     writeln!(out, "file:        {}", plugin.path.display())?;
-    writeln!(out, "plugin-api:  compatible with {}", plugin_api::PLUGIN_API_VERSION)?;
+    if plugin.c_objective().is_some() {
+        writeln!(out, "abi:         C (plugin-api/include/sft_objective.h, version 1)")?;
+    } else {
+        writeln!(out, "abi:         abi_stable, compatible with plugin-api {}", plugin_api::PLUGIN_API_VERSION)?;
+    }
     writeln!(out, "description: {}", plugin.description())?;
     if plugin.kind() == PluginKind::Objective {
         writeln!(out, "formula:     {}", plugin.formula())?;

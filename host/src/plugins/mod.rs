@@ -3,10 +3,13 @@
 //! A plugin is named by path or by name. Names are looked up in the search path (`--plugin-dir`
 //! folders, then `HOST_PLUGIN_PATH`, then the folder of the `host` binary), with or without the `lib`
 //! prefix and the platform suffix. Loading checks abi_stable's layout and version compatibility and the
-//! plugin's kind; every refusal is one line naming the file. Calls into a plugin go through the typed
-//! wrappers in [`objective`], [`mixer`] and [`evaluator`], which turn a plugin's errors and panics
-//! (caught on the plugin's side of the boundary) into host errors and validate what comes back.
+//! plugin's kind; every refusal is one line naming the file. A library with no abi_stable root module
+//! that exports `sft_objective_v1` is loaded as an objective written in C ([`c_abi`]). Calls into a
+//! plugin go through the typed wrappers in [`objective`], [`mixer`] and [`evaluator`], which turn a
+//! plugin's errors and panics (caught on the plugin's side of the boundary) into host errors and
+//! validate what comes back.
 
+pub mod c_abi;
 pub mod check;
 pub mod evaluator;
 pub mod mixer;
@@ -116,7 +119,14 @@ fn file_names(name: &str) -> Vec<String> {
 #[derive(Clone)]
 pub struct LoadedPlugin {
     pub path: PathBuf,
-    module: PluginModuleRef,
+    module: Module,
+}
+
+/// How the library declares itself: an abi_stable root module, or a C objective table.
+#[derive(Clone)]
+enum Module {
+    Stable(PluginModuleRef),
+    C(c_abi::CObjectiveLib),
 }
 
 impl LoadedPlugin {
@@ -126,7 +136,16 @@ impl LoadedPlugin {
         if !path.is_file() {
             bail!("plugin file not found: {shown}");
         }
-        let header = lib_header_from_path(path).map_err(|e| load_error(path, e))?;
+        let header = match lib_header_from_path(path) {
+            Ok(header) => header,
+            Err(error @ LibraryError::GetSymbolError { .. }) => {
+                return match c_abi::open(path)? {
+                    Some(c) => Ok(Self { path: path.to_path_buf(), module: Module::C(c) }),
+                    None => Err(load_error(path, error)),
+                };
+            }
+            Err(error) => return Err(load_error(path, error)),
+        };
         // abi_stable accepts a plugin with a newer 0.y than the host and leaves it to the layout check;
         // semver says 0.y releases are incompatible, so refuse them here with the versions named.
         let ours = VersionNumber::new(PluginModuleRef::VERSION_STRINGS).map_err(|e| anyhow!("{e}"))?;
@@ -146,7 +165,7 @@ impl LoadedPlugin {
         // SAFETY: `check_layout` has just verified the library's root module layout against ours.
         let module = unsafe { header.init_root_module_with_unchecked_layout::<PluginModuleRef>() }
             .map_err(|e| load_error(path, e))?;
-        Ok(Self { path: path.to_path_buf(), module })
+        Ok(Self { path: path.to_path_buf(), module: Module::Stable(module) })
     }
 
     /// Resolves and loads a plugin, refusing one of another kind.
@@ -165,28 +184,54 @@ impl LoadedPlugin {
     }
 
     pub fn kind(&self) -> PluginKind {
-        self.module.kind()
+        match &self.module {
+            Module::Stable(module) => module.kind(),
+            Module::C(_) => PluginKind::Objective,
+        }
     }
     pub fn name(&self) -> &'static str {
-        self.module.name().as_str()
+        match &self.module {
+            Module::Stable(module) => module.name().as_str(),
+            Module::C(c) => c.name,
+        }
     }
     pub fn description(&self) -> &'static str {
-        self.module.description().as_str()
+        match &self.module {
+            Module::Stable(module) => module.description().as_str(),
+            Module::C(c) => c.description,
+        }
     }
     pub fn formula(&self) -> &'static str {
-        self.module.formula().as_str()
+        match &self.module {
+            Module::Stable(module) => module.formula().as_str(),
+            Module::C(c) => c.formula,
+        }
     }
     pub fn params(&self) -> &'static [ParamSpec] {
-        self.module.params().as_slice()
+        match &self.module {
+            Module::Stable(module) => module.params().as_slice(),
+            Module::C(c) => c.params,
+        }
     }
     pub fn loss_form(&self) -> LossForm {
-        self.module.loss_form()
+        match &self.module {
+            Module::Stable(module) => module.loss_form(),
+            Module::C(c) => c.loss_form,
+        }
+    }
+    /// The C objective table, when the plugin is written against `sft_objective.h`.
+    pub fn c_objective(&self) -> Option<&c_abi::CObjectiveLib> {
+        match &self.module {
+            Module::Stable(_) => None,
+            Module::C(c) => Some(c),
+        }
     }
 
     /// The benchmark an evaluator plugin carries: `(prompt, reference)` for a split, size and seed.
     /// `Ok(None)` when the plugin carries none (including plugins built before the entry existed).
     pub fn benchmark(&self, split: &str, size: usize, seed: u64) -> Result<Option<Vec<(String, String)>>> {
-        let Some(entry) = self.module.benchmark().flatten() else { return Ok(None) };
+        let Module::Stable(module) = &self.module else { return Ok(None) };
+        let Some(entry) = module.benchmark().flatten() else { return Ok(None) };
         let examples = entry(split.into(), size as u64, seed)
             .into_result()
             .map_err(|e| anyhow!("benchmark of `{}` ({}) failed: {e}", self.name(), self.path.display()))?;
@@ -195,12 +240,17 @@ impl LoadedPlugin {
 
     /// Calls the plugin's constructor with already validated parameters.
     fn create(&self, params: &params::ParamSet) -> Result<PluginInstance> {
-        let create = self.module.create();
+        let Module::Stable(module) = &self.module else {
+            bail!("{} is a C objective, not an abi_stable plugin", self.path.display());
+        };
         let entries = params.entries();
-        let result = create(entries.as_slice().into());
-        result
-            .into_result()
-            .map_err(|e| anyhow!("plugin `{}` ({}) refused its parameters: {e}", self.name(), self.path.display()))
+        let result = module.create()(entries.as_slice().into());
+        result.into_result().map_err(|e| self.refused(e))
+    }
+
+    /// The error for a constructor refusing its parameters.
+    fn refused(&self, message: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!("plugin `{}` ({}) refused its parameters: {message}", self.name(), self.path.display())
     }
 }
 
@@ -233,7 +283,11 @@ fn load_error(path: &Path, error: LibraryError) -> anyhow::Error {
             anyhow!("{shown} is not a loadable library: {}", one_line(&err.to_string()))
         }
         LibraryError::GetSymbolError { .. } => {
-            anyhow!("{shown} is not a plugin: it exports no `{}` root module", PluginModuleRef::NAME)
+            anyhow!(
+                "{shown} is not a plugin: it exports no `{}` root module (nor a C `{}` entry)",
+                PluginModuleRef::NAME,
+                c_abi::ENTRY_SYMBOL
+            )
         }
         LibraryError::IncompatibleVersionNumber {
             expected_version,

@@ -4,7 +4,7 @@ use abi_stable::std_types::{ROption, RSlice};
 use anyhow::{anyhow, bail, Result};
 use plugin_api::{ObjectiveBatch, ObjectiveBox, ObjectiveNeeds, PluginInstance, PluginKind};
 
-use super::{params::ParamSet, LoadedPlugin, SearchPath};
+use super::{c_abi::CObjective, params::ParamSet, LoadedPlugin, SearchPath};
 
 /// Per-token inputs for one call, owned by the caller.
 pub struct ObjectiveInputs<'a> {
@@ -29,7 +29,13 @@ pub struct ObjectiveValues {
 pub struct ObjectivePlugin {
     pub plugin: LoadedPlugin,
     pub params: ParamSet,
-    instance: ObjectiveBox,
+    instance: Instance,
+}
+
+/// The running objective, behind abi_stable's trait object or the C ABI of `sft_objective.h`.
+enum Instance {
+    Stable(ObjectiveBox),
+    C(CObjective),
 }
 
 impl ObjectivePlugin {
@@ -41,8 +47,12 @@ impl ObjectivePlugin {
     }
 
     pub fn create(plugin: LoadedPlugin, params: ParamSet) -> Result<Self> {
+        if let Some(c) = plugin.c_objective() {
+            let instance = Instance::C(c.create(&params).map_err(|e| plugin.refused(e))?);
+            return Ok(Self { plugin, params, instance });
+        }
         match plugin.create(&params)? {
-            PluginInstance::Objective(instance) => Ok(Self { plugin, params, instance }),
+            PluginInstance::Objective(instance) => Ok(Self { plugin, params, instance: Instance::Stable(instance) }),
             _ => bail!("{}: constructor returned a plugin of another kind", plugin.path.display()),
         }
     }
@@ -52,30 +62,39 @@ impl ObjectivePlugin {
     }
 
     pub fn needs(&self) -> ObjectiveNeeds {
-        self.instance.needs()
+        match &self.instance {
+            Instance::Stable(instance) => instance.needs(),
+            Instance::C(instance) => instance.needs(),
+        }
     }
 
     /// Calls the plugin and validates its output.
     pub fn compute(&self, inputs: &ObjectiveInputs<'_>) -> Result<ObjectiveValues> {
         let n = inputs.logp.len();
-        let batch = ObjectiveBatch {
-            logp: RSlice::from_slice(inputs.logp),
-            mask: RSlice::from_slice(inputs.mask),
-            sequence_starts: RSlice::from_slice(inputs.sequence_starts),
-            entropy: inputs.entropy.map(RSlice::from_slice).into(),
-            top1_prob: inputs.top1_prob.map(RSlice::from_slice).map_or(ROption::RNone, ROption::RSome),
-            step: inputs.step,
-            total_steps: inputs.total_steps,
-        };
-        let out = self
-            .instance
-            .compute(batch)
-            .into_result()
-            .map_err(|e| anyhow!("objective `{}` failed: {e}", self.name()))?;
-        let values = ObjectiveValues {
-            loss: out.loss.into_vec(),
-            weight: out.weight.into_vec(),
-            include: out.include.into_vec(),
+        let values = match &self.instance {
+            Instance::Stable(instance) => {
+                let batch = ObjectiveBatch {
+                    logp: RSlice::from_slice(inputs.logp),
+                    mask: RSlice::from_slice(inputs.mask),
+                    sequence_starts: RSlice::from_slice(inputs.sequence_starts),
+                    entropy: inputs.entropy.map(RSlice::from_slice).into(),
+                    top1_prob: inputs.top1_prob.map(RSlice::from_slice).map_or(ROption::RNone, ROption::RSome),
+                    step: inputs.step,
+                    total_steps: inputs.total_steps,
+                };
+                let out = instance
+                    .compute(batch)
+                    .into_result()
+                    .map_err(|e| anyhow!("objective `{}` failed: {e}", self.name()))?;
+                ObjectiveValues {
+                    loss: out.loss.into_vec(),
+                    weight: out.weight.into_vec(),
+                    include: out.include.into_vec(),
+                }
+            }
+            Instance::C(instance) => {
+                instance.compute(inputs).map_err(|e| anyhow!("objective `{}` failed: {e}", self.name()))?
+            }
         };
         for (what, len) in
             [("loss", values.loss.len()), ("weight", values.weight.len()), ("include", values.include.len())]

@@ -188,17 +188,18 @@ mod tests {
 
     #[test]
     fn summary_statistics_of_known_probabilities() {
-        // Probabilities 0.05, 0.5, 0.95 (twice each) as log-probs.
-        let logp = vec![vec![0.05f32.ln(), 0.5f32.ln(), 0.95f32.ln()], vec![0.05f32.ln(), 0.5f32.ln(), 0.95f32.ln()]];
-        let d = diagnose(&logp).unwrap();
+        // Probabilities 0.07, 0.52, 0.97 (twice each) as f32 log-probs; each sits mid-bin, away from the
+        // bin edges that the f32 round trip could blur.
+        let row = vec![0.07f32.ln(), 0.52f32.ln(), 0.97f32.ln()];
+        let d = diagnose(&[row.clone(), row]).unwrap();
         assert_eq!((d.examples, d.tokens), (2, 6));
-        assert!((d.mean_p - 0.5).abs() < 1e-6);
-        assert!((d.median_p - 0.5).abs() < 1e-6);
+        assert!((d.mean_p - 0.52).abs() < 1e-6);
+        assert!((d.median_p - 0.52).abs() < 1e-6);
         assert!((d.share_below_0_1 - 1.0 / 3.0).abs() < 1e-9);
         assert_eq!(d.histogram.iter().sum::<usize>(), 6);
-        assert_eq!(d.histogram[1], 2); // 0.05 in [0.05, 0.10)
-        assert_eq!(d.histogram[10], 2); // 0.5
-        assert_eq!(d.histogram[19], 2); // 0.95
+        assert_eq!(d.histogram[1], 2); // 0.07 in [0.05, 0.10)
+        assert_eq!(d.histogram[10], 2); // 0.52 in [0.50, 0.55)
+        assert_eq!(d.histogram[19], 2); // 0.97 in [0.95, 1.00]
         assert_eq!(d.region, Region::Intermediate);
         assert!(diagnose(&[vec![]]).is_err());
     }

@@ -94,8 +94,27 @@ impl Model {
         }
         let config = ModelConfig::from_hf_dir(dir)?;
         let stored = weights::read_model_tensors(dir, device)?;
-        let mut loader = Loader { dir, stored, params: Vec::new(), dtype };
+        let loader = Loader { dir, source: Source::Stored(stored), params: Vec::new(), dtype, device };
+        Self::assemble(config, loader)
+    }
 
+    /// A model of `config`'s shape with random float32 weights, as transformers initialises one
+    /// (`initializer_range` 0.02): matrices and embeddings from N(0, 0.02²), biases 0, norm weights 1.
+    /// Deterministic in `seed`. For benchmarks and tests; `source_dir` is empty.
+    pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Model> {
+        let loader = Loader {
+            dir: Path::new(""),
+            source: Source::Random { state: seed, std: 0.02 },
+            params: Vec::new(),
+            dtype: DType::F32,
+            device,
+        };
+        Self::assemble(config, loader)
+    }
+
+    /// Builds the layers, taking every parameter from `loader` in Hugging Face order.
+    fn assemble(config: ModelConfig, mut loader: Loader<'_>) -> Result<Model> {
+        let (dir, dtype, device) = (loader.dir.to_path_buf(), loader.dtype, loader.device.clone());
         let c = &config;
         let (h, kv_dim, q_dim) =
             (c.hidden_size, c.num_key_value_heads * c.head_dim, c.num_attention_heads * c.head_dim);
@@ -153,8 +172,8 @@ impl Model {
             lm_head,
             rope,
             dtype,
-            device: device.clone(),
-            source_dir: dir.to_path_buf(),
+            device,
+            source_dir: dir,
             config,
         })
     }
@@ -288,7 +307,7 @@ impl Model {
         let x = (x + self.attention(&block.self_attn, &h, cos, sin, mask, kv)?)?;
         let h = ops::rms_norm(&x, block.post_attention_layernorm.as_tensor(), eps)?;
         let mlp = &block.mlp;
-        let gated = (ops::silu(&mlp.gate_proj.forward(&h)?)? * mlp.up_proj.forward(&h)?)?;
+        let gated = ops::swiglu(&mlp.gate_proj.forward(&h)?, &mlp.up_proj.forward(&h)?)?;
         Ok((x + mlp.down_proj.forward(&gated)?)?)
     }
 
@@ -314,17 +333,28 @@ impl Model {
 
         let q = ops::apply_rope(&q, cos, sin)?;
         let k = ops::apply_rope(&k, cos, sin)?;
+        let cached = kv.is_some();
         let (k, v) = match kv {
             None => (k, v),
             Some(slot) => append_kv(slot, &k, &v)?,
         };
-        let k = ops::repeat_kv(&k, c.kv_groups())?.contiguous()?;
-        let v = ops::repeat_kv(&v, c.kv_groups())?.contiguous()?;
 
+        // Grouped-query attention without copying keys and values per query head (transformers'
+        // `repeat_kv`): the `groups` query heads that share a kv head are stacked along time,
+        // `[B, kv, groups·T, d]`, a free reshape of `[B, heads, T, d]` since head h uses kv head h / groups.
+        let (kv_heads, groups, keys) = (c.num_key_value_heads, c.kv_groups(), k.dim(2)?);
         let scale = 1.0 / (c.head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.to_dtype(DType::F32)?;
-        let probs = ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.to_dtype(self.dtype)?;
-        let out = probs.matmul(&v)?; // [B, heads, T, d]
+        let q = q.reshape((b, kv_heads, groups * t, c.head_dim))?;
+        let scores = q.matmul(&k.t()?)?.reshape((b, c.num_attention_heads, t, keys))?;
+        let probs = if !cached && scores.dtype() == DType::F32 {
+            // Training: the mask is causal, so scale, mask and softmax fuse into one op.
+            ops::causal_softmax(&scores, scale)?
+        } else {
+            let scores = (scores * scale)?.to_dtype(DType::F32)?;
+            ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.to_dtype(self.dtype)?
+        };
+        let probs = probs.reshape((b, kv_heads, groups * t, keys))?;
+        let out = probs.matmul(&v)?.reshape((b, c.num_attention_heads, t, c.head_dim))?;
         let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
         Ok(attn.o_proj.forward(&out)?)
     }
@@ -444,17 +474,43 @@ impl KvCache {
     }
 }
 
-/// Moves tensors out of what was read from disk into parameters, checking shapes.
+/// Where a [`Loader`] takes parameter values from.
+enum Source {
+    /// What was read from disk.
+    Stored(HashMap<String, StoredTensor>),
+    /// Fresh random values (see [`Model::random`]); `state` drives a splitmix64 generator.
+    Random { state: u64, std: f64 },
+}
+
+/// Moves tensors out of what was read from disk (or fresh random ones) into parameters,
+/// checking shapes.
 struct Loader<'a> {
     dir: &'a Path,
-    stored: HashMap<String, StoredTensor>,
+    source: Source,
     params: Vec<(String, Var)>,
     dtype: DType,
+    device: &'a Device,
 }
 
 impl Loader<'_> {
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Var> {
-        let Some(StoredTensor { tensor, file }) = self.stored.remove(name) else {
+        let stored = match &mut self.source {
+            Source::Stored(stored) => stored,
+            Source::Random { state, std } => {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = if name.ends_with(".bias") {
+                    vec![0.0; n]
+                } else if name.ends_with("norm.weight") {
+                    vec![1.0; n]
+                } else {
+                    (0..n).map(|_| (normal_sample(state) * *std) as f32).collect()
+                };
+                let var = Var::from_tensor(&Tensor::from_vec(values, shape, self.device)?.to_dtype(self.dtype)?)?;
+                self.params.push((name.to_string(), var.clone()));
+                return Ok(var);
+            }
+        };
+        let Some(StoredTensor { tensor, file }) = stored.remove(name) else {
             bail!("{}: checkpoint has no tensor `{name}`", self.dir.display());
         };
         if tensor.dims() != shape {
@@ -469,6 +525,20 @@ impl Loader<'_> {
     }
 }
 
+/// One standard normal draw (Box–Muller over two splitmix64 uniforms).
+fn normal_sample(state: &mut u64) -> f64 {
+    let mut uniform = || {
+        *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        // 53 random bits in (0, 1]: never 0, so the logarithm below is finite.
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64 + f64::EPSILON / 2.0
+    };
+    let (u1, u2) = (uniform(), uniform());
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
 /// Log-probability of each next token: `[B, T, V]` logits and `[B, T]` ids give `[B, T-1]`,
 /// entry `t` being `log softmax(logits[t])[ids[t+1]]`. Differentiable.
 pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
@@ -478,6 +548,9 @@ pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
     }
     if t < 2 {
         bail!("need at least 2 positions to score a next token, got {t}");
+    }
+    if let Some(logp) = ops::fused_token_logprobs(logits, input_ids)? {
+        return Ok(logp);
     }
     let x = logits.narrow(1, 0, t - 1)?.contiguous()?;
     let targets = input_ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
@@ -522,4 +595,44 @@ pub fn pad_batch(rows: &[Vec<u32>], pad_id: u32, device: &Device) -> Result<Tens
         flat.extend(std::iter::repeat_n(pad_id, t - row.len()));
     }
     Ok(Tensor::from_vec(flat, (rows.len(), t), device)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_qwen2() -> Result<ModelConfig> {
+        let raw = serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"],
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 50,
+            "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
+        });
+        ModelConfig::from_json(raw, Path::new("tiny"))
+    }
+
+    #[test]
+    fn random_model_is_initialised_like_transformers_and_trains() -> Result<()> {
+        let model = Model::random(tiny_qwen2()?, 7, &Device::Cpu)?;
+        let again = Model::random(tiny_qwen2()?, 7, &Device::Cpu)?;
+        assert_eq!(model.params().len(), 2 * 12 + 2, "per layer 12 tensors, plus embedding and final norm");
+        for ((name, v), (_, w)) in model.params().iter().zip(again.params()) {
+            let v: Vec<f32> = v.as_tensor().flatten_all()?.to_vec1()?;
+            assert_eq!(v, w.as_tensor().flatten_all()?.to_vec1::<f32>()?, "{name}: same seed, same values");
+            let mean = v.iter().sum::<f32>() / v.len() as f32;
+            let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / v.len() as f32).sqrt();
+            if name.ends_with(".bias") {
+                assert!(v.iter().all(|&x| x == 0.0), "{name}");
+            } else if name.ends_with("norm.weight") {
+                assert!(v.iter().all(|&x| x == 1.0), "{name}");
+            } else {
+                assert!(mean.abs() < 0.005 && (std - 0.02).abs() < 0.004, "{name}: mean {mean}, std {std}");
+            }
+        }
+        let ids = pad_batch(&[vec![1, 2, 3, 4], vec![5, 6, 7]], 0, model.device())?;
+        let logp = token_logprobs(&model.forward(&ids)?, &ids)?;
+        let grads = model.backward(&logp.sum_all()?)?;
+        assert_eq!(grads.len(), model.params().len());
+        Ok(())
+    }
 }

@@ -5,6 +5,7 @@
 //! that knows candle) and `plugins` (loading and calling plugins: the only module that knows abi_stable);
 //! `config` and `report` at the bottom. The binary's `main` only parses the command line.
 
+pub mod bench;
 pub mod commands;
 pub mod config;
 pub mod continuum;

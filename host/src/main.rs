@@ -120,6 +120,40 @@ enum Command {
         #[command(subcommand)]
         what: PlotWhat,
     },
+    /// Training throughput on a random Qwen2-shaped model (per-step timings; last line `tokens/s: X`).
+    Bench {
+        #[arg(long)]
+        hidden: usize,
+        #[arg(long)]
+        intermediate: usize,
+        #[arg(long)]
+        layers: usize,
+        #[arg(long)]
+        heads: usize,
+        #[arg(long = "kv-heads")]
+        kv_heads: usize,
+        #[arg(long)]
+        vocab: usize,
+        #[arg(long)]
+        batch: usize,
+        /// Tokens per row.
+        #[arg(long)]
+        seq: usize,
+        /// Steps in all, warm-up included.
+        #[arg(long)]
+        steps: usize,
+        /// Objective plugin by name or path (default parameters).
+        #[arg(long, default_value = "neg_p")]
+        objective: String,
+        /// Leading steps left out of the median.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// CPU threads for candle (default: the physical cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -258,6 +292,33 @@ fn main() -> ExitCode {
                 commands::plot::objectives(&search, &plugins, &out, points)
             }
         },
+        Command::Bench {
+            hidden,
+            intermediate,
+            layers,
+            heads,
+            kv_heads,
+            vocab,
+            batch,
+            seq,
+            steps,
+            objective,
+            warmup,
+            threads,
+            seed,
+        } => commands::bench::run(
+            &host::bench::BenchOptions {
+                shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
+                batch,
+                seq,
+                steps,
+                warmup,
+                objective: &objective,
+                search: &search,
+                seed,
+            },
+            threads,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! One thin file per CLI verb: turn parsed arguments into library calls and print the results.
 
+pub mod bench;
 pub mod diagnose;
 pub mod eval;
 pub mod plot;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Training throughput of `host bench` against the PyTorch reference, side by side on this machine.
+#
+# For each shape of the issue, runs the host and then PyTorch (never both at once), each with the same
+# shape, batch, steps and threads, and prints tokens/s of both and the ratio host / PyTorch.
+#
+#   bench/compare.sh            # shapes A and B
+#   SHAPES=A bench/compare.sh   # one shape
+#
+# Environment: SHAPES (default "A B"), THREADS (default: nproc), STEPS_A/WARMUP_A (default 8/2),
+# STEPS_B/WARMUP_B (default 4/1), NO_BUILD=1 to use the binaries as they are, LOG_DIR for the full outputs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SHAPES=${SHAPES:-"A B"}
+THREADS=${THREADS:-$(nproc)}
+LOG_DIR=${LOG_DIR:-$(mktemp -d -t bench-compare.XXXXXX)}
+mkdir -p "$LOG_DIR"
+HOST=target/release/host
+if [[ -z "${NO_BUILD:-}" ]]; then
+    cargo build --release -p host -p neg_p
+fi
+
+declare -A ARGS STEPS WARMUP
+ARGS[A]="--hidden 256 --intermediate 1024 --layers 4 --heads 4 --kv-heads 2 --vocab 512 --batch 8 --seq 128"
+ARGS[B]="--hidden 512 --intermediate 2048 --layers 8 --heads 8 --kv-heads 4 --vocab 32000 --batch 4 --seq 256"
+STEPS[A]=${STEPS_A:-8}
+WARMUP[A]=${WARMUP_A:-2}
+STEPS[B]=${STEPS_B:-4}
+WARMUP[B]=${WARMUP_B:-1}
+
+last_tps() { tail -n 1 "$1" | sed -n 's/^tokens\/s: //p'; }
+
+summary=()
+for shape in $SHAPES; do
+    args="${ARGS[$shape]} --steps ${STEPS[$shape]} --warmup ${WARMUP[$shape]} --threads $THREADS"
+    echo "== shape $shape: $args"
+    # shellcheck disable=SC2086
+    "$HOST" bench $args --objective neg_p | tee "$LOG_DIR/host-$shape.txt"
+    # shellcheck disable=SC2086
+    python3 bench/pytorch_reference.py $args | tee "$LOG_DIR/pytorch-$shape.txt"
+    host_tps=$(last_tps "$LOG_DIR/host-$shape.txt")
+    torch_tps=$(last_tps "$LOG_DIR/pytorch-$shape.txt")
+    ratio=$(python3 -c "print(f'{$host_tps / $torch_tps:.2f}')")
+    summary+=("shape $shape: host $host_tps tokens/s, pytorch $torch_tps tokens/s, host/pytorch $ratio")
+done
+
+echo "== summary ($THREADS threads; full outputs in $LOG_DIR)"
+printf '%s\n' "${summary[@]}"

@@ -1,0 +1,283 @@
+//! Training throughput on a random model: the per-step work of [`crate::train`] timed phase by phase.
+//!
+//! A Qwen2-shaped model of the given shape (tied embeddings, float32, random weights) trains on random
+//! token batches with every position a loss position. Each step does what `host train` does for one
+//! micro-batch: forward, per-token log-probs, the objective plugin call, weighted-NLL backward, clipping
+//! by global norm and AdamW. `bench/pytorch_reference.py` does the same in PyTorch, for comparison.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use engine::{AdamW, AdamWConfig, Device, Model, ModelConfig, Tensor};
+use plugin_api::PluginKind;
+
+use crate::data::splitmix64;
+use crate::plugins::objective::ObjectiveInputs;
+use crate::plugins::params::ParamSet;
+use crate::plugins::{LoadedPlugin, ObjectivePlugin, SearchPath};
+
+/// The model's shape (Qwen2: q/k/v biases, tied embeddings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelShape {
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub vocab: usize,
+}
+
+impl ModelShape {
+    /// The `config.json` of a Qwen2 model of this shape; `bench/pytorch_reference.py` builds the same.
+    pub fn qwen2_config(&self, max_positions: usize) -> serde_json::Value {
+        serde_json::json!({
+            "architectures": ["Qwen2ForCausalLM"],
+            "model_type": "qwen2",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.kv_heads,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": max_positions,
+            "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0,
+            "hidden_act": "silu",
+            "tie_word_embeddings": true,
+            "use_sliding_window": false,
+            "torch_dtype": "float32",
+        })
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions<'a> {
+    pub shape: ModelShape,
+    pub batch: usize,
+    pub seq: usize,
+    /// Steps in all, warm-up included.
+    pub steps: usize,
+    /// Leading steps left out of the median.
+    pub warmup: usize,
+    /// Objective plugin by name or path, with its default parameters.
+    pub objective: &'a str,
+    pub search: &'a SearchPath,
+    pub seed: u64,
+}
+
+/// Seconds spent in each phase of one step.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTiming {
+    /// Embedding, decoder layers, head: logits `[B, T, V]`.
+    pub forward: f64,
+    /// Log-softmax at the targets, copied out for the plugin (plus entropy / top-1 if asked for).
+    pub logprobs: f64,
+    /// The objective plugin call alone.
+    pub objective: f64,
+    /// Weights tensor, weighted NLL and back-propagation to every parameter.
+    pub backward: f64,
+    /// Global-norm clipping and AdamW.
+    pub optimizer: f64,
+    /// The whole step.
+    pub total: f64,
+}
+
+impl StepTiming {
+    pub const PHASES: [&'static str; 5] = ["forward", "logprobs", "objective", "backward", "optimizer"];
+
+    pub fn phase(&self, index: usize) -> f64 {
+        [self.forward, self.logprobs, self.objective, self.backward, self.optimizer][index]
+    }
+}
+
+/// A finished benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub params: usize,
+    pub threads: usize,
+    pub tokens_per_step: usize,
+    pub steps: Vec<StepTiming>,
+    pub warmup: usize,
+    /// Median over the steps after warm-up of tokens / step time.
+    pub median_tokens_per_second: f64,
+    /// Median seconds per phase over the steps after warm-up (same order as [`StepTiming::PHASES`]).
+    pub median_phase: [f64; 5],
+    /// Objective plugin time over step time, summed over the steps after warm-up.
+    pub objective_share: f64,
+    /// The process's peak resident set (`VmHWM`), in KiB, where `/proc` has it.
+    pub peak_rss_kib: Option<u64>,
+    /// The objective's mean loss at the first and the last step (a sanity check that it trains).
+    pub first_loss: f64,
+    pub last_loss: f64,
+}
+
+/// Builds the model and batches, then trains `steps` steps; `on_step(index, timing)` sees each step as it
+/// finishes.
+pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTiming)) -> Result<BenchReport> {
+    let BenchOptions { shape, batch, seq, steps, warmup, .. } = *options;
+    if batch == 0 || seq < 2 {
+        bail!("--batch must be at least 1 and --seq at least 2");
+    }
+    if steps <= warmup {
+        bail!("--steps ({steps}) must be larger than --warmup ({warmup})");
+    }
+    if shape.vocab == 0 || shape.layers == 0 || shape.hidden == 0 || shape.intermediate == 0 {
+        bail!("--hidden, --intermediate, --layers and --vocab must be positive");
+    }
+    let device = Device::Cpu;
+    let config = ModelConfig::from_json(shape.qwen2_config(seq.max(32)), "bench shape".as_ref())?;
+    let model = Model::random(config, options.seed, &device)?;
+
+    let plugin = LoadedPlugin::load(options.search, options.objective, PluginKind::Objective)?;
+    let params = ParamSet::from_assignments(plugin.params(), &[], "bench objective")?;
+    let objective = ObjectivePlugin::create(plugin, params)?;
+    let needs = objective.needs();
+    // The optimizer settings of the PyTorch reference.
+    let mut optimizer = AdamW::new(AdamWConfig { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01 });
+
+    // Random batches, drawn up front so that drawing is not timed; every position is a loss position.
+    let positions = batch * (seq - 1);
+    let loss_mask = vec![1u8; positions];
+    let sequence_starts: Vec<u32> = (0..batch).map(|b| (b * (seq - 1)) as u32).collect();
+    let mut rng = options.seed ^ 0xB3_7C_4A_11;
+    let mut batches = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let ids: Vec<u32> = (0..batch * seq).map(|_| (splitmix64(&mut rng) % shape.vocab as u64) as u32).collect();
+        batches.push(Tensor::from_vec(ids, (batch, seq), &device)?);
+    }
+
+    let mut timings = Vec::with_capacity(steps);
+    let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
+    for (index, ids) in batches.iter().enumerate() {
+        let step = index as u64 + 1;
+        let started = Instant::now();
+        let logits = model.forward(ids)?;
+        let forward_done = Instant::now();
+
+        let logp = engine::token_logprobs(&logits, ids)?;
+        let logp_values: Vec<f32> = logp.flatten_all()?.to_vec1()?;
+        let (entropy, top1) = if needs.entropy || needs.top1_prob {
+            let (e, t) = engine::token_entropy_and_top1(&logits)?;
+            (Some(e.flatten_all()?.to_vec1::<f32>()?), Some(t.flatten_all()?.to_vec1::<f32>()?))
+        } else {
+            (None, None)
+        };
+        let logprobs_done = Instant::now();
+
+        let values = objective
+            .compute(&ObjectiveInputs {
+                logp: &logp_values,
+                mask: &loss_mask,
+                sequence_starts: &sequence_starts,
+                entropy: entropy.as_deref().filter(|_| needs.entropy),
+                top1_prob: top1.as_deref().filter(|_| needs.top1_prob),
+                step,
+                total_steps: steps as u64,
+            })
+            .with_context(|| format!("step {step}"))?;
+        let objective_done = Instant::now();
+
+        // As in train.rs: the token mean over included positions.
+        let count = values.include.iter().filter(|&&k| k == 1).count();
+        let mut grads = None;
+        if count > 0 {
+            let scale = 1.0 / count as f64;
+            let weights: Vec<f32> = (0..positions)
+                .map(|i| if values.include[i] == 1 { (values.weight[i] as f64 * scale) as f32 } else { 0.0 })
+                .collect();
+            let loss: f64 = (0..positions).filter(|&i| values.include[i] == 1).map(|i| values.loss[i] as f64).sum();
+            if index == 0 {
+                first_loss = loss / count as f64;
+            }
+            last_loss = loss / count as f64;
+            let weights = Tensor::from_vec(weights, logp.shape(), &device)?;
+            grads = Some(model.backward(&engine::weighted_nll(&logp, &weights)?)?);
+        }
+        let backward_done = Instant::now();
+
+        if let Some(mut g) = grads {
+            let norm = engine::clip_grad_norm(&mut g, 1.0)?;
+            if !norm.is_finite() {
+                bail!("step {step}: the gradient norm is {norm}");
+            }
+            optimizer.step(model.params(), &g)?;
+        }
+        let done = Instant::now();
+
+        let seconds = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64();
+        let timing = StepTiming {
+            forward: seconds(started, forward_done),
+            logprobs: seconds(forward_done, logprobs_done),
+            objective: seconds(logprobs_done, objective_done),
+            backward: seconds(objective_done, backward_done),
+            optimizer: seconds(backward_done, done),
+            total: seconds(started, done),
+        };
+        on_step(index, &timing);
+        timings.push(timing);
+    }
+
+    let tokens_per_step = batch * seq;
+    let measured = &timings[warmup..];
+    let median_tokens_per_second = median(measured.iter().map(|t| tokens_per_step as f64 / t.total.max(1e-12)));
+    let median_phase = std::array::from_fn(|i| median(measured.iter().map(|t| t.phase(i))));
+    let objective_share =
+        measured.iter().map(|t| t.objective).sum::<f64>() / measured.iter().map(|t| t.total).sum::<f64>().max(1e-12);
+    Ok(BenchReport {
+        params: model.num_params(),
+        threads: engine::ops::cpu_threads(),
+        tokens_per_step,
+        steps: timings,
+        warmup,
+        median_tokens_per_second,
+        median_phase,
+        objective_share,
+        peak_rss_kib: peak_rss_kib(),
+        first_loss,
+        last_loss,
+    })
+}
+
+/// The median of a non-empty sequence (the mean of the middle two for an even count).
+pub fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+/// `VmHWM` of `/proc/self/status` in KiB (`None` off Linux).
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 3.0, 2.0].into_iter()), 2.5);
+        assert!(median(std::iter::empty()).is_nan());
+    }
+
+    #[test]
+    fn qwen2_config_parses_with_the_requested_shape() -> Result<()> {
+        let shape = ModelShape { hidden: 64, intermediate: 128, layers: 2, heads: 4, kv_heads: 2, vocab: 100 };
+        let config = ModelConfig::from_json(shape.qwen2_config(64), "bench".as_ref())?;
+        assert_eq!((config.hidden_size, config.num_hidden_layers, config.head_dim), (64, 2, 16));
+        assert!(config.tie_word_embeddings && config.qkv_bias);
+        Ok(())
+    }
+}

@@ -1,0 +1,67 @@
+//! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B --seq T
+//! --steps S [--objective NAME] [--warmup W] [--threads N]`: training throughput on a random model.
+//!
+//! Prints one line per step, then the medians after warm-up, the peak RSS, the objective plugin's share
+//! of the step time, and as its last line `tokens/s: X`.
+
+use anyhow::{bail, Result};
+
+use crate::bench::{self, BenchOptions, StepTiming};
+
+pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        // candle's thread pools (and gemm's, on rayon's global pool) size themselves from these on first
+        // use; nothing has touched a tensor yet and no other thread is running.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+        std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+    }
+    let s = options.shape;
+    println!(
+        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}",
+        s.hidden,
+        s.intermediate,
+        s.layers,
+        s.heads,
+        s.kv_heads,
+        s.vocab,
+        options.batch,
+        options.seq,
+        options.steps,
+        options.warmup,
+        options.objective
+    );
+    let tokens = options.batch * options.seq;
+    let report = bench::run(options, |index, t| {
+        let phases: Vec<String> =
+            StepTiming::PHASES.iter().enumerate().map(|(i, name)| format!("{name} {:.3}s", t.phase(i))).collect();
+        println!(
+            "step {}/{}: {:.3}s  {}  {:.0} tokens/s",
+            index + 1,
+            options.steps,
+            t.total,
+            phases.join("  "),
+            tokens as f64 / t.total.max(1e-12)
+        );
+    })?;
+
+    println!("parameters: {}  threads: {}", report.params, report.threads);
+    println!("loss (objective mean): first {:.6}, last {:.6}", report.first_loss, report.last_loss);
+    let step_median: f64 = bench::median(report.steps[report.warmup..].iter().map(|t| t.total));
+    let breakdown: Vec<String> = StepTiming::PHASES
+        .iter()
+        .zip(report.median_phase)
+        .map(|(name, sec)| format!("{name} {sec:.3}s ({:.1}%)", 100.0 * sec / step_median.max(1e-12)))
+        .collect();
+    println!("median step: {step_median:.3}s  {}", breakdown.join("  "));
+    match report.peak_rss_kib {
+        Some(kib) => println!("peak RSS: {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("peak RSS: unknown"),
+    }
+    println!("objective plugin share of step time: {:.3}%", 100.0 * report.objective_share);
+    println!("median tokens/s after {} warm-up steps: {:.1}", report.warmup, report.median_tokens_per_second);
+    println!("tokens/s: {:.1}", report.median_tokens_per_second);
+    Ok(())
+}

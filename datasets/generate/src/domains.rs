@@ -185,6 +185,12 @@ pub fn multiplication(rng: &mut Rng, style: Style, digits: u32, slip_rate: f64) 
     Example { prompt: format!("Q: {a}*{b}\nA: "), response, noisy: slipped.is_some() }
 }
 
+/// The puzzle: the art and the answer cue (a shorter instruction than the figfont benchmark's, since
+/// every prompt token costs a forward pass in every training step).
+pub fn figfont_prompt(word: &str) -> String {
+    format!("Read:\n{}\nAnswer: ", figfont::render(word))
+}
+
 /// Reading three capital letters drawn in the figfont evaluator's block font.
 pub fn figfont(rng: &mut Rng, slip_rate: f64) -> Example {
     let letter = |rng: &mut Rng| (b'A' + rng.range(0, 25) as u8) as char;
@@ -199,7 +205,7 @@ pub fn figfont(rng: &mut Rng, slip_rate: f64) -> Example {
         }
         answer[at] = other;
     }
-    Example { prompt: figfont::render::prompt(&word), response: answer.into_iter().collect(), noisy }
+    Example { prompt: figfont_prompt(&word), response: answer.into_iter().collect(), noisy }
 }
 
 #[cfg(test)]
@@ -241,6 +247,6 @@ mod tests {
         assert!(e.response.starts_with("Let's multiply. ") && e.response.contains(". So the answer is "));
         let e = figfont(&mut rng, 0.0);
         assert_eq!(e.response.len(), 3);
-        assert_eq!(e.prompt, figfont::render::prompt(&e.response));
+        assert_eq!(e.prompt, figfont_prompt(&e.response));
     }
 }

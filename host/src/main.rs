@@ -115,6 +115,24 @@ enum Command {
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
     },
+    /// Train and evaluate a grid of objectives × parameters × seeds (× models) from a sweep.toml.
+    Sweep {
+        /// The sweep config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Override, e.g. train.max_steps=50 (every run's config) or seeds=[0,1] (the sweep file); repeatable.
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+    },
+    /// Diagnose the base model, sweep the objectives of its region, pick the best, write a report.
+    Rollout {
+        /// The rollout config: a sweep config whose [[objective]] entries are optional.
+        #[arg(long)]
+        config: PathBuf,
+        /// Override, e.g. train.max_steps=50 (every run's config) or seeds=[0,1] (the config); repeatable.
+        #[arg(long = "set")]
+        overrides: Vec<String>,
+    },
     /// Plot objectives.
     Plot {
         #[command(subcommand)]
@@ -287,6 +305,8 @@ fn main() -> ExitCode {
                 batch_size,
             })
         }
+        Command::Sweep { config, overrides } => commands::sweep::run(&config, &overrides, &search),
+        Command::Rollout { config, overrides } => commands::rollout::run(&config, &overrides, &search),
         Command::Plot { what } => match what {
             PlotWhat::Objectives { plugins, out, points } => {
                 commands::plot::objectives(&search, &plugins, &out, points)

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use engine::{Device, Model};
 
-use crate::continuum::diagnose::{diagnose, table, write_svg};
+use crate::continuum::diagnose::{diagnose_records, table, write_outputs};
 use crate::data::{self, TextTokenizer};
 
 pub struct DiagnoseArgs<'a> {
@@ -27,26 +27,15 @@ pub fn run(args: &DiagnoseArgs<'_>) -> Result<()> {
     let model = Model::load(args.model, &Device::Cpu)?;
     let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
     let name = args.data.display().to_string();
-    let dataset = data::tokenize(&name, &records, &tokenizer, None, args.chat_template)?;
-    let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
-    let diagnosis = diagnose(&logp)?;
+    let diagnosis = diagnose_records(&model, &tokenizer, &name, &records, args.chat_template, args.batch_size)?;
 
     let json_path = args.out.with_extension("json");
     let svg_path = args.out.with_extension("svg");
-    let json = serde_json::json!({
-        "model": args.model.display().to_string(),
-        "data": name,
-        "diagnosis": diagnosis,
-    });
-    let tmp = json_path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&json)?)
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &json_path).with_context(|| format!("cannot write {}", json_path.display()))?;
     let title = format!(
         "Base-model confidence on {}",
         args.data.file_name().map_or(name.clone(), |f| f.to_string_lossy().into_owned())
     );
-    write_svg(&diagnosis, &svg_path, &title)?;
+    write_outputs(&diagnosis, args.model, &name, &json_path, &svg_path, &title)?;
     print!("{}", table(&diagnosis));
     println!("wrote {} and {}", json_path.display(), svg_path.display());
     Ok(())

@@ -5,5 +5,7 @@ pub mod diagnose;
 pub mod eval;
 pub mod plot;
 pub mod plugins;
+pub mod rollout;
 pub mod score;
+pub mod sweep;
 pub mod train;

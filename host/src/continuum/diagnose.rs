@@ -16,8 +16,10 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
+use engine::Model;
 use serde::Serialize;
 
+use crate::data::{self, Record, TextTokenizer};
 use crate::report::plot::{write_histogram, Histogram};
 
 /// The lower bound of the model-strong region.
@@ -55,7 +57,8 @@ impl Region {
         }
     }
 
-    /// Objectives to sweep in this region, as `plugin` plus `key=value` parameters.
+    /// Objectives to sweep in this region, as `plugin` plus `key=value` parameters: the paper's
+    /// comparison set, kept short (each entry costs one training run per seed).
     pub fn recommended(self) -> Vec<(&'static str, Vec<&'static str>)> {
         match self {
             Region::ModelStrong => vec![
@@ -64,13 +67,8 @@ impl Region {
                 ("neg_p_threshold", vec!["percentile=50", "side=top"]),
                 ("nll", vec![]),
             ],
-            Region::Intermediate => vec![
-                ("nll", vec![]),
-                ("neg_p", vec![]),
-                ("general_family", vec!["alpha=0.5"]),
-                ("general_family", vec!["alpha=3"]),
-            ],
-            Region::ModelWeak => vec![("nll", vec![]), ("general_family", vec!["alpha=-0.5"]), ("neg_p", vec![])],
+            Region::Intermediate => vec![("nll", vec![]), ("neg_p", vec![]), ("general_family", vec!["alpha=3"])],
+            Region::ModelWeak => vec![("nll", vec![]), ("neg_p", vec![]), ("general_family", vec!["alpha=-0.5"])],
         }
     }
 }
@@ -138,6 +136,39 @@ pub fn diagnose(logp: &[Vec<f32>]) -> Result<Diagnosis> {
         recommended,
         percentile_to_q,
     })
+}
+
+/// Diagnoses `model` on the response tokens of `records` (tokenised as in training, without truncation);
+/// `name` names the data in messages. Used by `host diagnose` and `host rollout`.
+pub fn diagnose_records(
+    model: &Model,
+    tokenizer: &TextTokenizer,
+    name: &str,
+    records: &[Record],
+    chat_template: bool,
+    batch_size: usize,
+) -> Result<Diagnosis> {
+    let dataset = data::tokenize(name, records, tokenizer, None, chat_template)?;
+    let logp = crate::score::response_logprobs(model, &dataset.examples, tokenizer.eos_id, batch_size)?;
+    diagnose(&logp)
+}
+
+/// Writes `json_path` (`{"model", "data", "diagnosis"}`, atomically) and the histogram at `svg_path`.
+pub fn write_outputs(
+    d: &Diagnosis,
+    model: &Path,
+    data: &str,
+    json_path: &Path,
+    svg_path: &Path,
+    title: &str,
+) -> Result<()> {
+    let json = serde_json::json!({
+        "model": model.display().to_string(),
+        "data": data,
+        "diagnosis": d,
+    });
+    crate::eval::write_atomic(json_path, &serde_json::to_string_pretty(&json)?)?;
+    write_svg(d, svg_path, title)
 }
 
 /// The short table for people.

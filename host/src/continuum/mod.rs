@@ -2,3 +2,5 @@
 //! the base model's confidence on the training targets, and which objectives to try there.
 
 pub mod diagnose;
+pub mod rollout;
+pub mod sweep;

@@ -1,3 +1,5 @@
 //! Reports for people: plots (SVG) of objectives and, later, of runs.
 
+pub mod bars;
+pub mod document;
 pub mod plot;

@@ -1,0 +1,28 @@
+//! `host rollout --config rollout.toml [--set key=value ...]`: diagnose the base model on the training
+//! data, sweep the objectives of its region (or the config's), pick the best, write report.md and
+//! report.html.
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::continuum::rollout::{margin, rollout};
+use crate::continuum::sweep::SweepSpec;
+use crate::plugins::SearchPath;
+
+pub fn run(config: &Path, overrides: &[String], search: &SearchPath) -> Result<()> {
+    let spec = SweepSpec::load(config, overrides)?;
+    let done = rollout(&spec, search)?;
+    let outcome = &done.outcome;
+    println!();
+    print!("{}", outcome.markdown_table(&done.plan.models));
+    println!("region: {} (mean p {:.4})", done.diagnosis.region.as_str(), done.diagnosis.mean_p);
+    if let Some(winner) = done.winner {
+        println!("winner: {}", outcome.rows[winner].display);
+        if let Some(margin) = margin(outcome) {
+            println!("{}", margin.text);
+        }
+    }
+    println!("wrote {} and {}", done.report_md.display(), done.report_html.display());
+    super::sweep::failures(outcome)
+}

@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `host bench`: the same training step on the same model shape, same CPU.
+"""PyTorch reference for `host bench`: the same training step on the same model shape, same machine.
 
-A transformers Qwen2ForCausalLM (tied embeddings, float32, eager attention) trains on random token batches
-with every position a loss position. Per step, as the host does: forward, per-token log-probabilities of
-the next tokens, the `-p` objective as a weighted NLL (weights = p.detach() / N over all N positions),
-backward, clipping to global norm 1.0, AdamW (lr 1e-4, betas 0.9/0.95, weight decay 0.01).
+A transformers Qwen2ForCausalLM (tied embeddings, eager attention) trains on random token batches with
+every position a loss position. Per step, as the host does: forward, per-token log-probabilities of the
+next tokens (in float32), the `-p` objective as a weighted NLL (weights = p.detach() / N over all N
+positions), backward, clipping to global norm 1.0, AdamW (lr 1e-4, betas 0.9/0.95, weight decay 0.01).
 
-Prints per-step timings, the median tokens/s after warm-up, the peak RSS, and as its last line
-`tokens/s: X`.
+`--device cuda[:N]` runs on a GPU (each phase ends with torch.cuda.synchronize()). `--dtype bf16` is the
+host's mixed precision: a bf16 model (bf16 weights and activations; log-softmax in float32) whose AdamW
+works on float32 master weights; the bf16 gradients are cast to float32 onto the master copies, clipped,
+stepped, and the master weights copied back into the bf16 model (not torch.autocast, which keeps float32
+weights and casts them at each matrix product).
+
+Prints per-step timings, the median tokens/s after warm-up, the peak RSS (on a GPU also `peak device
+memory: X MiB in use, Y MiB allocated`, in use as cudaMemGetInfo polled after each phase, allocated as
+torch.cuda.max_memory_allocated), and as its last line `tokens/s: X`.
 """
 
 import argparse
@@ -37,12 +44,21 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--dtype", default="f32", choices=("f32", "bf16"))
+    ap.add_argument("--attn", default="eager", choices=("eager", "sdpa"),
+                    help="attention implementation (eager materialises the attention matrices, as the host does)")
     args = ap.parse_args()
     if args.steps <= args.warmup:
         ap.error("--steps must be larger than --warmup")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = False  # as the host: float32 products in float32
+        torch.cuda.set_device(device)
     # The same config.json as host's bench::ModelShape::qwen2_config.
     config = transformers.Qwen2Config(
         hidden_size=args.hidden,
@@ -59,31 +75,58 @@ def main():
         use_sliding_window=False,
         attention_dropout=0.0,
     )
-    config._attn_implementation = "eager"
-    model = transformers.Qwen2ForCausalLM(config).to(torch.float32)
+    config._attn_implementation = args.attn
+    model = transformers.Qwen2ForCausalLM(config).to(torch.float32).to(device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in params)
-    opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+    if args.dtype == "bf16":
+        master = [p.detach().clone() for p in params]  # float32 master weights
+        model.to(torch.bfloat16)
+    else:
+        master = params
+    opt = torch.optim.AdamW(master, lr=1e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.01)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    peak_in_use = 0
+
+    def poll():
+        nonlocal peak_in_use
+        if cuda:
+            free, total = torch.cuda.mem_get_info(device)
+            peak_in_use = max(peak_in_use, total - free)
+
+    def phase_done():
+        t = sync()
+        poll()
+        return t
 
     print(
         f"pytorch: hidden {args.hidden} intermediate {args.intermediate} layers {args.layers} heads {args.heads} "
         f"kv-heads {args.kv_heads} vocab {args.vocab}; batch {args.batch} x {args.seq} tokens; {args.steps} steps "
-        f"({args.warmup} warm-up); torch {torch.__version__}, transformers {transformers.__version__}",
+        f"({args.warmup} warm-up); {args.device} {args.dtype} attention {args.attn}; "
+        f"torch {torch.__version__}, transformers {transformers.__version__}",
         flush=True,
     )
     gen = torch.Generator().manual_seed(args.seed + 1)
-    batches = [torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen) for _ in range(args.steps)]
+    batches = [torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device) for _ in range(args.steps)]
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    poll()
     tokens = args.batch * args.seq
     phases = ("forward", "logprobs", "objective", "backward", "optimizer")
     timings = []
     first_loss = last_loss = float("nan")
     for i, ids in enumerate(batches):
-        t0 = time.perf_counter()
+        t0 = sync()
         logits = model(input_ids=ids).logits  # [B, T, V]
-        t1 = time.perf_counter()
+        t1 = phase_done()
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
-        t2 = time.perf_counter()
+        t2 = phase_done()
         p = logp.detach().exp()
         n = logp.numel()
         weights = p / n  # -p: s(p) = p, token mean over all positions
@@ -91,11 +134,20 @@ def main():
         t3 = time.perf_counter()
         surrogate = -(weights * logp).sum()
         opt.zero_grad(set_to_none=True)
+        model.zero_grad(set_to_none=True)
         surrogate.backward()
-        t4 = time.perf_counter()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        del logits, logp, surrogate
+        t4 = phase_done()
+        if master is not params:
+            for m, q in zip(master, params):
+                m.grad = q.grad.float()
+        torch.nn.utils.clip_grad_norm_(master, 1.0)
         opt.step()
-        t5 = time.perf_counter()
+        if master is not params:
+            with torch.no_grad():
+                for m, q in zip(master, params):
+                    q.copy_(m)
+        t5 = phase_done()
         if i == 0:
             first_loss = loss_value
         last_loss = loss_value
@@ -117,6 +169,13 @@ def main():
     print(f"median step: {step_median:.3f}s  {breakdown}")
     rss = peak_rss_kib()
     print(f"peak RSS: {rss / 1024:.1f} MiB" if rss is not None else "peak RSS: unknown")
+    if cuda:
+        mib = 1024 * 1024
+        print(
+            f"peak device memory: {peak_in_use / mib:.1f} MiB in use, "
+            f"{torch.cuda.max_memory_allocated(device) / mib:.1f} MiB allocated "
+            f"({torch.cuda.max_memory_reserved(device) / mib:.1f} MiB reserved)"
+        )
     print(f"median tokens/s after {args.warmup} warm-up steps: {tps:.1f}")
     print(f"tokens/s: {tps:.1f}")
 

@@ -1,8 +1,9 @@
 //! Saving a model as a Hugging Face checkpoint directory, atomically.
 //!
 //! Owns the on-disk layout of what the trainer writes: `config.json` (the original JSON, its
-//! `dtype`/`torch_dtype` set to `float32` since that is what was trained), `model.safetensors`
-//! (Hugging Face tensor names; a tied model writes no `lm_head.weight`), and copies of the
+//! `dtype`/`torch_dtype` set to `float32`), `model.safetensors` (float32 under Hugging Face tensor
+//! names, a tied model writing no `lm_head.weight`; a model trained in bf16 saves the optimizer's
+//! float32 master weights, see [`save_with_master`]), and copies of the
 //! tokenizer and generation files of the directory the model was loaded from. The directory
 //! is built as `<dir>.tmp-<pid>` and renamed into place, so a reader never sees half a
 //! checkpoint. Loading back is [`Model::load`].
@@ -33,9 +34,22 @@ pub fn save(model: &Model, dir: impl AsRef<Path>) -> Result<()> {
 /// Like [`save`], and lets `extra` write more files (optimizer state, trainer state, ...) into
 /// the directory before it is moved into place.
 pub fn save_with(model: &Model, dir: impl AsRef<Path>, extra: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    save_with_master(model, dir, |_| None, extra)
+}
+
+/// Like [`save_with`], saving `master(name)` in place of a parameter where it gives a tensor: the
+/// optimizer's float32 master copy of a parameter trained in a lower precision
+/// ([`crate::AdamW::master`]), so that the checkpoint holds the weights training converged to rather
+/// than their bf16 rounding.
+pub fn save_with_master(
+    model: &Model,
+    dir: impl AsRef<Path>,
+    master: impl Fn(&str) -> Option<Tensor>,
+    extra: impl FnOnce(&Path) -> Result<()>,
+) -> Result<()> {
     write_dir_atomically(dir.as_ref(), |tmp| {
         write_config(model, &tmp.join("config.json"))?;
-        write_weights(model, &tmp.join(weights::SINGLE_FILE))?;
+        write_weights(model, &master, &tmp.join(weights::SINGLE_FILE))?;
         for name in COPIED_FILES {
             let src = model.source_dir().join(name);
             if src.is_file() {
@@ -63,12 +77,15 @@ fn write_config(model: &Model, path: &Path) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// Every parameter once, in float32, under its Hugging Face name.
-fn write_weights(model: &Model, path: &Path) -> Result<()> {
+/// Every parameter once (or its master copy), in float32, under its Hugging Face name.
+fn write_weights(model: &Model, master: &impl Fn(&str) -> Option<Tensor>, path: &Path) -> Result<()> {
     let tensors = model
         .params()
         .iter()
-        .map(|(name, var)| Ok((name.clone(), var.as_tensor().detach().to_dtype(DType::F32)?)))
+        .map(|(name, var)| {
+            let value = master(name).unwrap_or_else(|| var.as_tensor().detach());
+            Ok((name.clone(), value.to_dtype(DType::F32)?))
+        })
         .collect::<Result<Vec<(String, Tensor)>>>()?;
     weights::write_safetensors(path, &tensors, &[])
 }

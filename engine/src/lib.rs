@@ -7,7 +7,9 @@
 //!   per-token log-probabilities (plus entropy / top-1 probability) computed from its logits;
 //! * [`generate`]: batched sampling / greedy decoding with a KV cache, for evaluation;
 //! * [`ops`]: the differentiable building blocks (RMSNorm, rope, softmax, ...);
-//! * [`optim`]: named gradients, global-norm clipping and AdamW, matching PyTorch;
+//! * [`optim`]: named gradients, global-norm clipping and AdamW, matching PyTorch (float32 master
+//!   weights for bf16 parameters);
+//! * [`device`]: `cpu`/`cuda:N` and `f32`/`bf16` from their names, memory estimates and peak use;
 //! * [`checkpoint`]: atomic saving in the Hugging Face layout;
 //! * [`weights`]: safetensors reading (single file or sharded) and writing.
 //!
@@ -30,6 +32,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod device;
 pub mod generate;
 pub mod model;
 pub mod ops;
@@ -38,6 +41,7 @@ pub mod weights;
 
 pub use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
+pub use device::{open_device, parse_dtype, MemoryEstimate, MemoryMonitor};
 pub use generate::{generate, Completion, FinishReason, GenerationConfig};
 pub use model::{pad_batch, token_entropy_and_top1, token_logprobs, weighted_nll, KvCache, Model};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Grads};

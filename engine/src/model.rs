@@ -102,11 +102,16 @@ impl Model {
     /// (`initializer_range` 0.02): matrices and embeddings from N(0, 0.02²), biases 0, norm weights 1.
     /// Deterministic in `seed`. For benchmarks and tests; `source_dir` is empty.
     pub fn random(config: ModelConfig, seed: u64, device: &Device) -> Result<Model> {
+        Self::random_with_dtype(config, seed, device, DType::F32)
+    }
+
+    /// [`Model::random`]'s float32 values converted to `dtype`.
+    pub fn random_with_dtype(config: ModelConfig, seed: u64, device: &Device, dtype: DType) -> Result<Model> {
         let loader = Loader {
             dir: Path::new(""),
             source: Source::Random { state: seed, std: 0.02 },
             params: Vec::new(),
-            dtype: DType::F32,
+            dtype,
             device,
         };
         Self::assemble(config, loader)
@@ -346,12 +351,11 @@ impl Model {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let q = q.reshape((b, kv_heads, groups * t, c.head_dim))?;
         let scores = q.matmul(&k.t()?)?.reshape((b, c.num_attention_heads, t, keys))?;
-        let probs = if !cached && scores.dtype() == DType::F32 {
-            // Training: the mask is causal, so scale, mask and softmax fuse into one op.
+        let probs = if !cached && ops::fused(&scores) {
+            // Training on the CPU in float32: the mask is causal, so scale, mask and softmax fuse into one op.
             ops::causal_softmax(&scores, scale)?
         } else {
-            let scores = (scores * scale)?.to_dtype(DType::F32)?;
-            ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.to_dtype(self.dtype)?
+            ops::masked_softmax(&scores, scale, mask)?.to_dtype(self.dtype)?
         };
         let probs = probs.reshape((b, kv_heads, groups * t, keys))?;
         let out = probs.matmul(&v)?.reshape((b, c.num_attention_heads, t, c.head_dim))?;
@@ -361,12 +365,14 @@ impl Model {
 
     /// Back-propagates a scalar loss and returns the gradient of every parameter that
     /// received one, keyed by Hugging Face name (a tied matrix gets the sum of both uses).
+    /// Gradients are float32 whatever the parameters' dtype (accumulation, clipping and the
+    /// optimizer work in float32).
     pub fn backward(&self, loss: &Tensor) -> Result<Grads> {
         let store = loss.backward()?;
         let mut grads = Grads::default();
         for (name, var) in &self.params {
             if let Some(g) = store.get(var.as_tensor()) {
-                grads.insert(name.clone(), g.clone());
+                grads.insert(name.clone(), g.to_dtype(DType::F32)?);
             }
         }
         Ok(grads)
@@ -549,14 +555,10 @@ pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
     if t < 2 {
         bail!("need at least 2 positions to score a next token, got {t}");
     }
-    if let Some(logp) = ops::fused_token_logprobs(logits, input_ids)? {
-        return Ok(logp);
+    match ops::fused_token_logprobs(logits, input_ids)? {
+        Some(logp) => Ok(logp),
+        None => Ok(ops::token_logprobs_any(logits, input_ids)?),
     }
-    let x = logits.narrow(1, 0, t - 1)?.contiguous()?;
-    let targets = input_ids.narrow(1, 1, t - 1)?.contiguous()?.unsqueeze(2)?;
-    let picked = x.gather(&targets, 2)?; // [B, T-1, 1]
-    let logp = (picked - ops::logsumexp_keepdim(&x)?)?;
-    Ok(logp.squeeze(2)?)
 }
 
 /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each,

@@ -6,8 +6,9 @@
 //! the reductions mirror what Hugging Face transformers computes, so that log-probabilities
 //! agree with it to float32 rounding.
 
+use candle_core::backend::BackendStorage;
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor, D,
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Storage, Tensor, D,
 };
 
 /// Threads candle's CPU kernels use (gemm's matmuls on rayon, element-wise maps on candle's pool):
@@ -126,6 +127,109 @@ pub fn logsumexp_keepdim(x: &Tensor) -> Result<Tensor> {
     let max = x.max_keepdim(D::Minus1)?.detach();
     let sum = x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
     sum.log()? + max
+}
+
+/// `softmax(scale · scores + mask)` over the last dimension, in float32 whatever the dtype of `scores`
+/// (the product `scores · scale` is taken in their dtype first, as transformers' eager attention does);
+/// `mask` is additive and broadcasts to `scores`. Returns float32 probabilities.
+///
+/// For scores that track gradients (training on a device or dtype without the fused kernels) it is one
+/// node of the autograd graph, its forward computed on detached tensors and its backward written out
+/// (`d scores = scale · p · (g - Σ g·p)`): the graph keeps the scores and `p` only, where the
+/// composition of candle ops would keep five float32 copies of the `[B, heads, T, T]` scores.
+pub fn masked_softmax(scores: &Tensor, scale: f64, mask: &Tensor) -> Result<Tensor> {
+    let compute = |s: &Tensor| softmax_last_dim(&(s * scale)?.to_dtype(DType::F32)?.broadcast_add(mask)?);
+    if !scores.track_op() {
+        return compute(scores);
+    }
+    let p = compute(&scores.detach())?;
+    scores.apply_op1(Precomputed::new("masked-softmax", p, move |x: &Tensor, p: &Tensor, g: &Tensor| {
+        let gp = (g * p)?;
+        let dx = (&gp - p.broadcast_mul(&gp.sum_keepdim(D::Minus1)?)?)?;
+        (dx * scale)?.to_dtype(x.dtype())
+    }))
+}
+
+/// Log-probability of each next token for any device and dtype (the float32 CPU case has
+/// [`fused_token_logprobs`]): `logits` `[B, T, V]` and `ids` `[B, T]` give `[B, T-1]`.
+///
+/// Every position is scored (the last against a dummy target) and the last column dropped at the end,
+/// so no narrowed copy of the logits is made in either direction. With gradients tracked it is one
+/// node of the graph whose backward writes `g · (onehot(target) - softmax)` (see [`masked_softmax`]
+/// for why): the graph keeps the logits only, not the log-softmax's logit-sized temporaries.
+pub fn token_logprobs_any(logits: &Tensor, ids: &Tensor) -> Result<Tensor> {
+    let t = logits.dim(1)?;
+    // [B, T, 1]: the target of position t is ids[t + 1]; the last position gets ids[0] (ignored).
+    let targets = Tensor::cat(&[&ids.narrow(1, 1, t - 1)?, &ids.narrow(1, 0, 1)?], 1)?.unsqueeze(2)?;
+    let compute = |x: &Tensor| -> Result<(Tensor, Tensor)> {
+        let lse = logsumexp_keepdim(x)?;
+        Ok(((x.gather(&targets, 2)? - &lse)?, lse))
+    };
+    let logp = if logits.track_op() {
+        let (logp, lse) = compute(&logits.detach())?;
+        logits.apply_op1(Precomputed::new("token-logprobs", logp, move |x: &Tensor, _: &Tensor, g: &Tensor| {
+            let p = x.detach().broadcast_sub(&lse)?.exp()?;
+            p.broadcast_mul(g)?.neg()?.scatter_add(&targets, g, 2)
+        }))?
+    } else {
+        compute(logits)?.0
+    };
+    logp.squeeze(2)?.narrow(1, 0, t - 1)
+}
+
+/// A node of the autograd graph whose value was computed outside it (on detached tensors, so that
+/// none of the temporaries stay alive until backward) and whose backward is `backward(x, y, g)`.
+/// The forward pass hands over a copy of the value on any device.
+struct Precomputed<F> {
+    name: &'static str,
+    /// Taken by the forward pass.
+    value: std::sync::Mutex<Option<Tensor>>,
+    backward: F,
+}
+
+impl<F: Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync> Precomputed<F> {
+    fn new(name: &'static str, value: Tensor, backward: F) -> Self {
+        Precomputed { name, value: std::sync::Mutex::new(Some(value)), backward }
+    }
+
+    /// The value, once. `try_clone` copies a whole storage whatever the layout, so the value must be
+    /// a fresh contiguous tensor (an element-wise op's output is), not a view into a larger one.
+    fn take(&self) -> Result<Tensor> {
+        let taken = self.value.lock().map(|mut v| v.take());
+        let Ok(Some(value)) = taken else { candle_core::bail!("{}: the forward pass ran twice", self.name) };
+        if value.layout().start_offset() != 0 || !value.is_contiguous() {
+            candle_core::bail!("{}: the value must be a fresh contiguous tensor", self.name);
+        }
+        Ok(value)
+    }
+}
+
+impl<F: Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync> CustomOp1 for Precomputed<F> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> Result<(CpuStorage, Shape)> {
+        let value = self.take()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cpu(cpu) => Ok((cpu.try_clone(layout)?, value.shape().clone())),
+            _ => candle_core::bail!("{}: the value is not on the CPU", self.name),
+        }
+    }
+
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> Result<(CudaStorage, Shape)> {
+        let value = self.take()?;
+        let (storage, layout) = value.storage_and_layout();
+        match &*storage {
+            Storage::Cuda(cuda) => Ok((cuda.try_clone(layout)?, value.shape().clone())),
+            _ => candle_core::bail!("{}: the value is not on a CUDA device", self.name),
+        }
+    }
+
+    fn bwd(&self, x: &Tensor, y: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some((self.backward)(x, y, g)?))
+    }
 }
 
 /// The rotation tables of rotary position embeddings for positions `0..seq_len`.
@@ -261,7 +365,7 @@ pub fn fused_token_logprobs(logits: &Tensor, ids: &Tensor) -> Result<Option<Tens
 const PAR_MIN: usize = 1 << 15;
 
 /// Whether the fused kernels apply: a float32 tensor on the CPU.
-fn fused(x: &Tensor) -> bool {
+pub fn fused(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
 }
 
@@ -913,6 +1017,46 @@ mod tests {
             let composed = output_and_grads(&composed, &[&x])?;
             assert_close("token logprobs", &fused.0, &composed.0, 1e-5);
             assert_close("token logprobs dx", &fused.1[0], &composed.1[0], 1e-6);
+        }
+        Ok(())
+    }
+
+    // The device-generic nodes (forward on detached tensors, backward written out) against the fused
+    // float32 CPU kernels, forward and backward, tracked and not.
+
+    #[test]
+    fn masked_softmax_matches_the_fused_causal_softmax() -> anyhow::Result<()> {
+        for shape in [[1usize, 2, 5, 5], [2, 3, 4, 7], [2, 4, 96, 96]] {
+            let x = var(&shape, 3, 4.0)?;
+            let (t, s) = (shape[2], shape[3]);
+            let mask: Vec<f32> = (0..t)
+                .flat_map(|i| (0..s).map(move |j| if j <= i + s - t { 0.0 } else { f32::NEG_INFINITY }))
+                .collect();
+            let mask = Tensor::from_vec(mask, (t, s), &Device::Cpu)?;
+            let generic = output_and_grads(&masked_softmax(x.as_tensor(), 0.3, &mask)?, &[&x])?;
+            let fused = output_and_grads(&causal_softmax(x.as_tensor(), 0.3)?, &[&x])?;
+            assert_close("masked_softmax", &generic.0, &fused.0, 1e-6);
+            assert_close("masked_softmax dx", &generic.1[0], &fused.1[0], 1e-6);
+            let untracked = masked_softmax(&x.as_tensor().detach(), 0.3, &mask)?;
+            assert_eq!(untracked.flatten_all()?.to_vec1::<f32>()?, generic.0);
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn token_logprobs_any_matches_the_fused_kernel() -> anyhow::Result<()> {
+        for (b, t, v) in [(2usize, 4usize, 11usize), (3, 40, 1000)] {
+            let x = var(&[b, t, v], 5, 5.0)?;
+            let ids: Vec<u32> =
+                values(b * t, 6, 1.0).iter().map(|u| ((u + 1.0) / 2.0 * v as f32) as u32 % v as u32).collect();
+            let ids = Tensor::from_vec(ids, (b, t), &Device::Cpu)?;
+            let generic = output_and_grads(&token_logprobs_any(x.as_tensor(), &ids)?, &[&x])?;
+            let fused = fused_token_logprobs(x.as_tensor(), &ids)?.expect("float32 on the CPU");
+            let fused = output_and_grads(&fused, &[&x])?;
+            assert_close("token logprobs", &generic.0, &fused.0, 1e-5);
+            assert_close("token logprobs dx", &generic.1[0], &fused.1[0], 1e-6);
+            let untracked = token_logprobs_any(&x.as_tensor().detach(), &ids)?;
+            assert_eq!(untracked.flatten_all()?.to_vec1::<f32>()?, generic.0);
         }
         Ok(())
     }

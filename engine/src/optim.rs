@@ -10,6 +10,11 @@
 //! * [`AdamW`]: `torch.optim.AdamW` (decoupled decay `p -= lr·wd·p` on every parameter, bias
 //!   correction, `eps` added outside the square root), whose state (per parameter: step, first
 //!   and second moments) saves to and loads from a safetensors file.
+//!
+//! Mixed precision: the optimizer's arithmetic and state are float32 whatever the parameters' dtype.
+//! A parameter stored in a lower precision (bf16) gets a float32 *master copy* in the optimizer
+//! state: the update is applied to the master copy with float32 gradients, and the parameter receives
+//! its rounding. Float32 parameters have no master copy (they are their own).
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -114,6 +119,8 @@ struct ParamState {
     m: Tensor,
     /// Second moment (`exp_avg_sq`).
     v: Tensor,
+    /// The float32 master copy of a parameter stored in a lower precision; `None` for float32 ones.
+    master: Option<Tensor>,
 }
 
 /// `torch.optim.AdamW`, single-tensor path, one learning rate for all parameters.
@@ -155,13 +162,20 @@ impl AdamW {
             let g = g.to_dtype(DType::F32)?;
             let state = match self.state.remove(name) {
                 Some(s) => s,
-                None => ParamState { step: 0, m: g.zeros_like()?, v: g.zeros_like()? },
+                None => ParamState { step: 0, m: g.zeros_like()?, v: g.zeros_like()?, master: None },
             };
             let step = state.step + 1;
+            // The float32 weights the update applies to: the parameter itself, or its master copy (made
+            // from the parameter at the first step).
+            let low_precision = var.dtype() != DType::F32;
+            let weights = match (&state.master, low_precision) {
+                (Some(master), true) => master.clone(),
+                _ => var.as_tensor().detach().to_dtype(DType::F32)?,
+            };
 
             // Decoupled weight decay, then the moments (torch: exp_avg.lerp_(g, 1-β1),
             // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1-β2)).
-            let theta = (var.as_tensor().detach().to_dtype(DType::F32)? * (1.0 - lr * weight_decay))?;
+            let theta = (weights * (1.0 - lr * weight_decay))?;
             let m = (&state.m + ((&g - &state.m)? * (1.0 - beta1))?)?;
             let v = ((&state.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
 
@@ -172,13 +186,31 @@ impl AdamW {
             let theta = (theta - (m.div(&denom)? * step_size)?)?;
 
             var.set(&theta.to_dtype(var.dtype())?)?;
-            self.state.insert(name.clone(), ParamState { step, m, v });
+            let master = low_precision.then_some(theta);
+            self.state.insert(name.clone(), ParamState { step, m, v, master });
         }
         Ok(())
     }
 
-    /// Saves the state (moments as `exp_avg.<name>` / `exp_avg_sq.<name>`, step counts and
-    /// hyper-parameters in the metadata) as one safetensors file.
+    /// The float32 master copy of parameter `name`, if it is stored in a lower precision and has
+    /// been updated (checkpoints save it instead of the rounded parameter).
+    pub fn master(&self, name: &str) -> Option<&Tensor> {
+        self.state.get(name).and_then(|s| s.master.as_ref())
+    }
+
+    /// Bytes of optimizer state per parameter element for parameters of `dtype`: two float32 moments,
+    /// plus a float32 master copy when `dtype` is not float32.
+    pub fn state_bytes_per_param(dtype: DType) -> usize {
+        if dtype == DType::F32 {
+            8
+        } else {
+            12
+        }
+    }
+
+    /// Saves the state (moments as `exp_avg.<name>` / `exp_avg_sq.<name>`, master copies of
+    /// low-precision parameters as `master.<name>`, step counts and hyper-parameters in the metadata)
+    /// as one safetensors file.
     pub fn save_state(&self, path: impl AsRef<Path>) -> Result<()> {
         let c = &self.config;
         let mut tensors = Vec::with_capacity(2 * self.state.len());
@@ -192,6 +224,9 @@ impl AdamW {
         for (name, s) in &self.state {
             tensors.push((format!("exp_avg.{name}"), s.m.clone()));
             tensors.push((format!("exp_avg_sq.{name}"), s.v.clone()));
+            if let Some(master) = &s.master {
+                tensors.push((format!("master.{name}"), master.clone()));
+            }
             meta.push((format!("step.{name}"), s.step.to_string()));
         }
         weights::write_safetensors(path.as_ref(), &tensors, &meta)
@@ -220,7 +255,8 @@ impl AdamW {
             };
             let m = take("exp_avg")?;
             let v = take("exp_avg_sq")?;
-            state.insert(name.to_string(), ParamState { step, m, v });
+            let master = tensors.remove(&format!("master.{name}"));
+            state.insert(name.to_string(), ParamState { step, m, v, master });
         }
         if let Some(extra) = tensors.keys().next() {
             bail!("{}: tensor `{extra}` has no step count", path.display());
@@ -241,6 +277,87 @@ impl AdamW {
                 Some(_) => {}
             }
         }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic float32 values in [-scale, scale) that bf16 holds exactly (8 significant bits).
+    fn bf16_exact(shape: &[usize], seed: u64, scale: f32) -> Result<Tensor> {
+        let mut state = seed;
+        let values: Vec<f32> = (0..shape.iter().product())
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect();
+        Ok(Tensor::from_vec(values, shape, &Device::Cpu)?.to_dtype(DType::BF16)?.to_dtype(DType::F32)?)
+    }
+
+    /// AdamW on bf16 parameters keeps float32 master weights that follow the float32 optimizer exactly
+    /// (same float32 gradients, bf16-exact starting values), and the bf16 parameters are their rounding.
+    #[test]
+    fn bf16_master_weights_match_f32_adamw_within_bf16_rounding() -> Result<()> {
+        let config = AdamWConfig { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.01 };
+        let shapes: [(&str, &[usize]); 2] = [("w", &[8, 16]), ("b", &[16])];
+        let mut f32_params = Vec::new();
+        let mut bf16_params = Vec::new();
+        for (i, (name, shape)) in shapes.iter().enumerate() {
+            let init = bf16_exact(shape, i as u64 + 1, 2.0)?;
+            f32_params.push((name.to_string(), Var::from_tensor(&init)?));
+            bf16_params.push((name.to_string(), Var::from_tensor(&init.to_dtype(DType::BF16)?)?));
+        }
+        let initial: Vec<Vec<f32>> = bf16_params
+            .iter()
+            .map(|(_, v)| v.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1())
+            .collect::<candle_core::Result<_>>()?;
+        let (mut exact, mut mixed) = (AdamW::new(config), AdamW::new(config));
+        for _ in 0..30 {
+            let mut grads = Grads::default();
+            for (i, (name, shape)) in shapes.iter().enumerate() {
+                // The same gradient every step, so the updates add up instead of cancelling.
+                grads.insert(name.to_string(), bf16_exact(shape, 100 + i as u64, 0.5)?);
+            }
+            exact.step(&f32_params, &grads)?;
+            mixed.step(&bf16_params, &grads)?;
+        }
+        for ((name, want), ((_, got), start)) in f32_params.iter().zip(bf16_params.iter().zip(&initial)) {
+            let want: Vec<f32> = want.as_tensor().flatten_all()?.to_vec1()?;
+            let master: Vec<f32> =
+                mixed.master(name).expect("a bf16 parameter has a master copy").flatten_all()?.to_vec1()?;
+            assert_eq!(master, want, "{name}: the master copy is the float32 optimizer's parameter");
+            assert_eq!(got.dtype(), DType::BF16);
+            let got: Vec<f32> = got.as_tensor().to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+            for (g, w) in got.iter().zip(&want) {
+                // Round to nearest: within half a bf16 unit in the last place, 2^-8 relative.
+                assert!((g - w).abs() <= w.abs() * 2f32.powi(-8), "{name}: bf16 {g} vs f32 {w}");
+            }
+            // 30 updates of ~lr each add up to more than a bf16 step: without master weights, each
+            // update alone would round away and the parameters would not move.
+            let moved = got.iter().zip(start).filter(|(g, s)| g != s).count();
+            assert!(moved > got.len() / 2, "{name}: only {moved} of {} bf16 values moved", got.len());
+        }
+        assert!(exact.master("w").is_none(), "float32 parameters have no master copy");
+        Ok(())
+    }
+
+    #[test]
+    fn master_weights_survive_save_and_load() -> Result<()> {
+        let dev = Device::Cpu;
+        let var = Var::from_tensor(&Tensor::new(&[1.0f32, -2.0, 0.5], &dev)?.to_dtype(DType::BF16)?)?;
+        let params = vec![("p".to_string(), var)];
+        let mut grads = Grads::default();
+        grads.insert("p".to_string(), Tensor::new(&[0.1f32, 0.2, -0.3], &dev)?);
+        let mut opt = AdamW::new(AdamWConfig::default());
+        opt.step(&params, &grads)?;
+        let dir = tempfile::tempdir()?;
+        opt.save_state(dir.path().join("opt.safetensors"))?;
+        let loaded = AdamW::load_state(dir.path().join("opt.safetensors"), AdamWConfig::default(), &dev)?;
+        let (a, b) = (opt.master("p").expect("master"), loaded.master("p").expect("master after load"));
+        assert_eq!(a.to_vec1::<f32>()?, b.to_vec1::<f32>()?);
         Ok(())
     }
 }

@@ -3,13 +3,19 @@
 //! reproducibility and its greedy limits (temperature → 0, top_p → 0), stop tokens and hooks.
 //!
 //! Fixtures: tests/fixtures/generation/<model>.json, by scripts/make_generation_fixtures.py.
+//! Runs on `ENGINE_TEST_DEVICE` (default: the CPU), always in float32: greedy decoding must reproduce
+//! transformers' tokens exactly, which bf16 rounding does not promise.
 
 mod common;
 
 use anyhow::{Context, Result};
-use common::{as_vec, load, read_json};
+use common::{as_vec, fixture, read_json, test_device};
 use engine::generate::{generate, generate_with_hook, Completion, FinishReason, GenerationConfig};
 use engine::{pad_batch, KvCache, Model, Tensor};
+
+fn load(name: &str) -> Result<Model> {
+    Model::load(fixture(name), &test_device())
+}
 
 const MODELS: [&str; 3] = ["qwen2-tiny", "llama-tiny", "llama3-rope-tiny"];
 

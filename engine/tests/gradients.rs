@@ -1,14 +1,15 @@
 //! Every parameter of the decoder receives a non-zero gradient (the fused candle kernels would
 //! silently stop it), including Qwen2's q/k/v biases and both uses of a tied embedding.
+//! Runs on `ENGINE_TEST_DEVICE` in `ENGINE_TEST_DTYPE` (default: the CPU in float32).
 
 mod common;
 
 use anyhow::Result;
-use common::{load, parity_examples};
+use common::{load_for_test, parity_examples};
 use engine::{pad_batch, token_logprobs};
 
 fn check_all_params_get_gradient(name: &str) -> Result<()> {
-    let model = load(name)?;
+    let model = load_for_test(name)?;
     let rows: Vec<Vec<u32>> = parity_examples(name)?.into_iter().map(|e| e.ids).collect();
     let ids = pad_batch(&rows, 0, model.device())?;
     let logp = token_logprobs(&model.forward(&ids)?, &ids)?;
@@ -26,7 +27,7 @@ fn check_all_params_get_gradient(name: &str) -> Result<()> {
 
 #[test]
 fn every_param_gets_gradient_qwen2_tiny() -> Result<()> {
-    let model = load("qwen2-tiny")?;
+    let model = load_for_test("qwen2-tiny")?;
     let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"model.layers.0.self_attn.q_proj.bias"));
     assert!(!names.contains(&"lm_head.weight"), "tied: the head is the embedding");
@@ -35,7 +36,7 @@ fn every_param_gets_gradient_qwen2_tiny() -> Result<()> {
 
 #[test]
 fn every_param_gets_gradient_llama_tiny() -> Result<()> {
-    let model = load("llama-tiny")?;
+    let model = load_for_test("llama-tiny")?;
     let names: Vec<&str> = model.params().iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"lm_head.weight"));
     assert!(!names.iter().any(|n| n.ends_with(".bias")));

@@ -1,11 +1,32 @@
 //! Training parity with PyTorch: 3 full-batch AdamW steps of the weighted-NLL surrogate on the
 //! right-padded parity batch reproduce transformers' losses and pre-clip gradient norms.
+//! Runs on `ENGINE_TEST_DEVICE` in `ENGINE_TEST_DTYPE` (default: the CPU in float32).
 
 mod common;
 
 use anyhow::{Context, Result};
-use common::{as_vec, load, parity_examples, read_json};
-use engine::{clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, Model, Tensor};
+use common::{as_vec, load_for_test, parity_examples, read_json, test_dtype};
+use engine::{clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, DType, Model, Tensor};
+
+/// Relative bounds on (loss, pre-clip gradient norm) against PyTorch's float32 run.
+///
+/// * float32: (2e-3, 1e-2), reduction order over 3 steps of AdamW, whose first steps move each
+///   weight by about ±lr whatever the gradient's size, so small gradient differences show up as
+///   sign flips in tiny coordinates.
+/// * bf16 (parameters and activations in bf16, float32 loss math and master weights): (2e-2, 1e-1).
+///   Each forward differs from float32 by the bf16 roundings of parity.rs (up to 0.1 nats on a token,
+///   averaging out over the 60 loss tokens), gradients flow back through bf16 activations, and each
+///   update is rounded to bf16 in the parameters (the master copy keeps it exactly). Measured on the
+///   CPU in bf16: loss within 6.1e-3, gradient norm within 4.6e-2; the largest gradient errors are
+///   `neg_p`'s, whose gradient norm (0.01-0.03, every token weighted by p ≈ 0.002) is a sum of small
+///   terms that largely cancel, so rounding moves it relatively more. Both bounds leave about twice
+///   the largest error seen, for another device's summation order.
+fn tolerances() -> (f64, f64) {
+    match test_dtype() {
+        DType::BF16 => (2e-2, 1e-1),
+        _ => (2e-3, 1e-2),
+    }
+}
 
 /// The loss mask over `[B, T-1]` log-prob positions: entry `t` scores `ids[t+1]`, included when
 /// `t + 1` is a response token or the EOS of a real (unpadded) row.
@@ -69,7 +90,8 @@ fn check(model_name: &str, objective: &str) -> Result<()> {
 
     // The training examples are the parity examples, whose token ids that fixture records.
     let examples = parity_examples(model_name)?;
-    let model = load(model_name)?;
+    let model = load_for_test(model_name)?;
+    let (loss_tol, norm_tol) = tolerances();
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let ids = pad_batch(&rows, 0, model.device())?;
     let mask = loss_mask(&examples, ids.dim(1)?);
@@ -82,8 +104,8 @@ fn check(model_name: &str, objective: &str) -> Result<()> {
         let (wl, wn) = (want_losses[step], want_norms[step]);
         let (rl, rn) = ((loss - wl).abs() / wl.abs(), (norm - wn).abs() / wn.abs());
         eprintln!("{model_name}-{objective} step {}: loss {loss} vs {wl} (rel {rl:.2e}), grad norm {norm} vs {wn} (rel {rn:.2e})", step + 1);
-        assert!(rl < 2e-3, "{model_name}-{objective} step {}: loss {loss} vs {wl}", step + 1);
-        assert!(rn < 1e-2, "{model_name}-{objective} step {}: grad norm {norm} vs {wn}", step + 1);
+        assert!(rl < loss_tol, "{model_name}-{objective} step {}: loss {loss} vs {wl}", step + 1);
+        assert!(rn < norm_tol, "{model_name}-{objective} step {}: grad norm {norm} vs {wn}", step + 1);
     }
     Ok(())
 }

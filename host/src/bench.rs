@@ -1,14 +1,17 @@
 //! Training throughput on a random model: the per-step work of [`crate::train`] timed phase by phase.
 //!
-//! A Qwen2-shaped model of the given shape (tied embeddings, float32, random weights) trains on random
-//! token batches with every position a loss position. Each step does what `host train` does for one
-//! micro-batch: forward, per-token log-probs, the objective plugin call, weighted-NLL backward, clipping
-//! by global norm and AdamW. `bench/pytorch_reference.py` does the same in PyTorch, for comparison.
+//! A Qwen2-shaped model of the given shape (tied embeddings, random weights, float32 or bf16, on the CPU
+//! or a CUDA device) trains on random token batches with every position a loss position. Each step does
+//! what `host train` does for one micro-batch: forward, per-token log-probs, the objective plugin call,
+//! weighted-NLL backward, clipping by global norm and AdamW. `bench/pytorch_reference.py` does the same in
+//! PyTorch, for comparison. On a CUDA device each phase ends with a synchronisation, so that its time is
+//! the device's, and device memory is polled after each phase.
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use engine::{AdamW, AdamWConfig, Device, Model, ModelConfig, Tensor};
+use engine::device::PeakMemory;
+use engine::{AdamW, AdamWConfig, DType, Device, MemoryEstimate, MemoryMonitor, Model, ModelConfig, Tensor};
 use plugin_api::PluginKind;
 
 use crate::data::splitmix64;
@@ -64,6 +67,10 @@ pub struct BenchOptions<'a> {
     pub objective: &'a str,
     pub search: &'a SearchPath,
     pub seed: u64,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: &'a str,
+    /// `f32` or `bf16`.
+    pub dtype: &'a str,
 }
 
 /// Seconds spent in each phase of one step.
@@ -107,14 +114,20 @@ pub struct BenchReport {
     pub objective_share: f64,
     /// The process's peak resident set (`VmHWM`), in KiB, where `/proc` has it.
     pub peak_rss_kib: Option<u64>,
+    /// Peak memory on the run's device (on the CPU, the peak resident set again).
+    pub peak: PeakMemory,
     /// The objective's mean loss at the first and the last step (a sanity check that it trains).
     pub first_loss: f64,
     pub last_loss: f64,
 }
 
-/// Builds the model and batches, then trains `steps` steps; `on_step(index, timing)` sees each step as it
-/// finishes.
-pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTiming)) -> Result<BenchReport> {
+/// Builds the model and batches, then trains `steps` steps; `on_start(device, dtype, estimate)` sees the
+/// memory estimate before the first step, `on_step(index, timing)` each step as it finishes.
+pub fn run(
+    options: &BenchOptions<'_>,
+    on_start: impl FnOnce(&Device, DType, &MemoryEstimate),
+    mut on_step: impl FnMut(usize, &StepTiming),
+) -> Result<BenchReport> {
     let BenchOptions { shape, batch, seq, steps, warmup, .. } = *options;
     if batch == 0 || seq < 2 {
         bail!("--batch must be at least 1 and --seq at least 2");
@@ -125,9 +138,18 @@ pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTimin
     if shape.vocab == 0 || shape.layers == 0 || shape.hidden == 0 || shape.intermediate == 0 {
         bail!("--hidden, --intermediate, --layers and --vocab must be positive");
     }
-    let device = Device::Cpu;
+    let device = engine::open_device(options.device)?;
+    let dtype = engine::parse_dtype(options.dtype)?;
     let config = ModelConfig::from_json(shape.qwen2_config(seq.max(32)), "bench shape".as_ref())?;
-    let model = Model::random(config, options.seed, &device)?;
+    let model = Model::random_with_dtype(config, options.seed, &device, dtype)?;
+    on_start(&device, dtype, &MemoryEstimate::new(model.config(), model.num_params(), dtype, batch, seq));
+    let mut memory = MemoryMonitor::new(&device);
+    // Ends a phase: waits for the device's queued work, then reads its memory in use.
+    let phase_done = |memory: &mut MemoryMonitor| -> Result<Instant> {
+        device.synchronize()?;
+        memory.poll();
+        Ok(Instant::now())
+    };
 
     let plugin = LoadedPlugin::load(options.search, options.objective, PluginKind::Objective)?;
     let params = ParamSet::from_assignments(plugin.params(), &[], "bench objective")?;
@@ -153,7 +175,7 @@ pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTimin
         let step = index as u64 + 1;
         let started = Instant::now();
         let logits = model.forward(ids)?;
-        let forward_done = Instant::now();
+        let forward_done = phase_done(&mut memory)?;
 
         let logp = engine::token_logprobs(&logits, ids)?;
         let logp_values: Vec<f32> = logp.flatten_all()?.to_vec1()?;
@@ -163,7 +185,7 @@ pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTimin
         } else {
             (None, None)
         };
-        let logprobs_done = Instant::now();
+        let logprobs_done = phase_done(&mut memory)?;
 
         let values = objective
             .compute(&ObjectiveInputs {
@@ -194,7 +216,9 @@ pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTimin
             let weights = Tensor::from_vec(weights, logp.shape(), &device)?;
             grads = Some(model.backward(&engine::weighted_nll(&logp, &weights)?)?);
         }
-        let backward_done = Instant::now();
+        // As in train.rs, the graph (every activation) goes before the optimizer step.
+        drop((logits, logp));
+        let backward_done = phase_done(&mut memory)?;
 
         if let Some(mut g) = grads {
             let norm = engine::clip_grad_norm(&mut g, 1.0)?;
@@ -203,7 +227,7 @@ pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTimin
             }
             optimizer.step(model.params(), &g)?;
         }
-        let done = Instant::now();
+        let done = phase_done(&mut memory)?;
 
         let seconds = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64();
         let timing = StepTiming {
@@ -233,7 +257,8 @@ pub fn run(options: &BenchOptions<'_>, mut on_step: impl FnMut(usize, &StepTimin
         median_tokens_per_second,
         median_phase,
         objective_share,
-        peak_rss_kib: peak_rss_kib(),
+        peak_rss_kib: engine::device::peak_rss_kib(),
+        peak: memory.peak(),
         first_loss,
         last_loss,
     })
@@ -252,13 +277,6 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
     } else {
         (v[mid - 1] + v[mid]) / 2.0
     }
-}
-
-/// `VmHWM` of `/proc/self/status` in KiB (`None` off Linux).
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 #[cfg(test)]

@@ -59,9 +59,13 @@ pub struct EvalSection {
 pub struct ModelSection {
     /// A Hugging Face model directory.
     pub path: PathBuf,
-    /// Training precision; only `float32` on CPU.
+    /// Training precision: `float32`/`f32` (default), or `bf16`/`bfloat16` (bf16 parameters and
+    /// activations; float32 loss math, gradients, optimizer state and master weights).
     #[serde(default = "default_dtype")]
     pub dtype: String,
+    /// Where to train: `cpu` (default), `cuda` or `cuda:N` (a host built with the `cuda` feature).
+    #[serde(default = "default_device")]
+    pub device: String,
 }
 
 /// One file or a list of files.
@@ -214,6 +218,9 @@ fn default_max_new_tokens() -> usize {
 fn default_dtype() -> String {
     "float32".into()
 }
+fn default_device() -> String {
+    "cpu".into()
+}
 fn default_prompt_key() -> String {
     "prompt".into()
 }
@@ -329,9 +336,7 @@ impl RunConfig {
                 bail!("[eval] needs `data` (or [data] eval)");
             }
         }
-        if !matches!(self.model.dtype.as_str(), "float32" | "f32") {
-            bail!("[model] dtype `{}` is not supported for CPU training (use float32)", self.model.dtype);
-        }
+        engine::parse_dtype(&self.model.dtype).map_err(|e| anyhow::anyhow!("[model] dtype: {e}"))?;
         Ok(())
     }
 }
@@ -394,5 +399,15 @@ mod tests {
         assert!(err.contains("micro_batch_size (16) is larger than batch_size (8)"), "{err}");
         let err = load("[model]\npath = \"m\"\n", &[]).unwrap_err().to_string();
         assert!(err.contains("missing field `data`"), "{err}");
+    }
+
+    #[test]
+    fn model_dtype_and_device() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!((c.model.dtype.as_str(), c.model.device.as_str()), ("float32", "cpu"));
+        let c = load(MINIMAL, &["model.dtype=bf16", "model.device=cuda:1"]).unwrap();
+        assert_eq!((c.model.dtype.as_str(), c.model.device.as_str()), ("bf16", "cuda:1"));
+        let err = load(MINIMAL, &["model.dtype=f16"]).unwrap_err().to_string();
+        assert!(err.contains("[model] dtype: unknown dtype `f16` (use f32 or bf16)"), "{err}");
     }
 }

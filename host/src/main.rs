@@ -38,6 +38,9 @@ enum Command {
         /// Continue from the latest checkpoint in the output folder.
         #[arg(long)]
         resume: bool,
+        /// Where to train: cpu, cuda or cuda:N (overrides [model] device; cuda needs a --features cuda build).
+        #[arg(long)]
+        device: Option<String>,
     },
     /// Write the log-probability of every response token (EOS included) of a data file.
     Score {
@@ -53,6 +56,9 @@ enum Command {
         response_key: String,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        /// cpu, cuda or cuda:N (cuda needs a --features cuda build).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Generate for every prompt of a data file and score the generations with an evaluator plugin.
     Eval {
@@ -95,6 +101,9 @@ enum Command {
         /// Per-example JSONL; the aggregate goes beside it as <stem>.summary.json.
         #[arg(long)]
         out: PathBuf,
+        /// cpu, cuda or cuda:N (cuda needs a --features cuda build).
+        #[arg(long, default_value = "cpu")]
+        device: String,
     },
     /// Where a data set sits on the capability continuum: the base model's confidence on its targets.
     Diagnose {
@@ -171,6 +180,12 @@ enum Command {
         threads: Option<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// cpu, cuda or cuda:N (cuda needs a --features cuda build).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// f32, or bf16 (bf16 weights and activations, float32 loss, gradients and AdamW with master weights).
+        #[arg(long, default_value = "f32")]
+        dtype: String,
     },
 }
 
@@ -243,10 +258,11 @@ fn main() -> ExitCode {
                 commands::plugins::curve_csv(&search, &plugin, &params, points)
             }
         },
-        Command::Train { config, plugin, overrides, resume } => {
+        Command::Train { config, plugin, mut overrides, resume, device } => {
+            overrides.extend(device.map(|d| format!("model.device={d}")));
             commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search)
         }
-        Command::Score { model, data, out, prompt_key, response_key, batch_size } => {
+        Command::Score { model, data, out, prompt_key, response_key, batch_size, device } => {
             commands::score::run(&commands::score::ScoreArgs {
                 model: &model,
                 data: &data,
@@ -254,6 +270,7 @@ fn main() -> ExitCode {
                 prompt_key: &prompt_key,
                 response_key: &response_key,
                 batch_size,
+                device: &device,
             })
         }
         Command::Eval {
@@ -272,8 +289,10 @@ fn main() -> ExitCode {
             batch_size,
             chat_template,
             out,
+            device,
         } => commands::eval::run(
             &commands::eval::EvalArgs {
+                device: &device,
                 model: &model,
                 data: &data,
                 evaluator: &evaluator,
@@ -326,6 +345,8 @@ fn main() -> ExitCode {
             warmup,
             threads,
             seed,
+            device,
+            dtype,
         } => commands::bench::run(
             &host::bench::BenchOptions {
                 shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
@@ -336,6 +357,8 @@ fn main() -> ExitCode {
                 objective: &objective,
                 search: &search,
                 seed,
+                device: &device,
+                dtype: &dtype,
             },
             threads,
         ),

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use engine::{AdamW, AdamWConfig, Device, Model, Tensor};
+use engine::device::PeakMemory;
+use engine::{open_device, AdamW, AdamWConfig, MemoryEstimate, MemoryMonitor, Model, Tensor};
 use plugin_api::{ParamValue, PluginKind};
 use serde::{Deserialize, Serialize};
 
@@ -32,6 +33,9 @@ pub struct Summary {
     pub tokens_per_second: f64,
     pub final_checkpoint: PathBuf,
     pub resumed_from: Option<u64>,
+    /// Peak memory: of the CUDA device (polled after every micro-batch and step), else the process's
+    /// peak resident set.
+    pub peak_memory: PeakMemory,
 }
 
 /// Where training stands; saved in every checkpoint so a run resumes exactly.
@@ -57,7 +61,8 @@ pub struct TrainOptions<'a> {
 }
 
 pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> {
-    let device = Device::Cpu;
+    let device = open_device(&config.model.device)?;
+    let dtype = engine::parse_dtype(&config.model.dtype)?;
     let out_dir = &config.train.out_dir;
 
     // Model, tokenizer and data.
@@ -65,7 +70,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     if !model_dir.is_dir() {
         bail!("[model] path {}: no such model directory", model_dir.display());
     }
-    let mut model = Model::load(model_dir, &device)?;
+    let mut model = Model::load_with_dtype(model_dir, &device, dtype)?;
     let tokenizer = TextTokenizer::from_model_dir(model_dir, model.config())?;
     let sets = load_training_data(config, &tokenizer)?;
     let n: usize = sets.iter().map(|s| s.examples.len()).sum();
@@ -131,7 +136,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                     );
                 }
             }
-            model = Model::load(&checkpoint, &device)?;
+            model = Model::load_with_dtype(&checkpoint, &device, dtype)?;
             optimizer = AdamW::load_state(checkpoint.join(OPTIMIZER_FILE), adamw, &device)?;
             optimizer.check_matches(model.params())?;
             resumed_from = Some(saved.step);
@@ -149,6 +154,13 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         model.num_params(),
         objective.name()
     );
+
+    let longest = sets.iter().flat_map(|s| &s.examples).map(|e| e.ids.len()).max().unwrap_or(0);
+    eprintln!(
+        "{}",
+        MemoryEstimate::new(model.config(), model.num_params(), dtype, micro, longest).report(&device, dtype)
+    );
+    let mut memory = MemoryMonitor::new(&device);
 
     let pad_id = tokenizer.eos_id;
     let started = Instant::now();
@@ -217,6 +229,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
 
             let weights = Tensor::from_vec(weights, logp.shape(), &device)?;
             let micro_grads = model.backward(&engine::weighted_nll(&logp, &weights)?)?;
+            memory.poll();
             match grads.as_mut() {
                 None => grads = Some(micro_grads),
                 Some(g) => g.accumulate(&micro_grads)?,
@@ -234,6 +247,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                     bail!("step {step}: the gradient norm is {norm}; stopping before the update");
                 }
                 optimizer.step(model.params(), g)?;
+                memory.poll();
                 norm
             }
             None => 0.0, // nothing included anywhere in the batch: no update
@@ -286,6 +300,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         tokens_per_second: tokens_seen as f64 / elapsed.max(1e-9),
         final_checkpoint: final_dir,
         resumed_from,
+        peak_memory: memory.peak(),
     })
 }
 
@@ -423,13 +438,19 @@ pub fn learning_rate(config: &RunConfig, step: u64, total_steps: u64) -> f64 {
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 const STATE_FILE: &str = "trainer_state.json";
 
-/// A Hugging Face checkpoint plus optimizer and trainer state, written atomically.
+/// A Hugging Face checkpoint plus optimizer and trainer state, written atomically; a model trained in
+/// bf16 saves the optimizer's float32 master weights.
 fn save_checkpoint(model: &Model, optimizer: &AdamW, state: &TrainerState, dir: &Path) -> Result<()> {
-    engine::checkpoint::save_with(model, dir, |tmp| {
-        optimizer.save_state(tmp.join(OPTIMIZER_FILE))?;
-        std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
-        Ok(())
-    })?;
+    engine::checkpoint::save_with_master(
+        model,
+        dir,
+        |name| optimizer.master(name).cloned(),
+        |tmp| {
+            optimizer.save_state(tmp.join(OPTIMIZER_FILE))?;
+            std::fs::write(tmp.join(STATE_FILE), serde_json::to_string_pretty(state)?)?;
+            Ok(())
+        },
+    )?;
     tracing::info!("saved {}", dir.display());
     Ok(())
 }

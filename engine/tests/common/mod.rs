@@ -3,14 +3,42 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use engine::{Device, Model};
+use engine::{DType, Device, Model};
 use serde_json::Value;
 
-/// `tests/fixtures/<rel>` at the workspace root.
+/// `tests/fixtures/<rel>` at the workspace root, or under `ENGINE_TEST_FIXTURES` when set (a test
+/// binary run on another machine, e.g. by scripts/device/gpu_check.sh).
 pub fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel)
+    match std::env::var_os("ENGINE_TEST_FIXTURES") {
+        Some(dir) => PathBuf::from(dir).join(rel),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures").join(rel),
+    }
+}
+
+/// The device of the device-aware tests (parity, training, gradients, generation):
+/// `ENGINE_TEST_DEVICE` = `cpu` (default), `cuda` or `cuda:N`; opened once per test binary.
+pub fn test_device() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE
+        .get_or_init(|| {
+            let spec = std::env::var("ENGINE_TEST_DEVICE").unwrap_or_else(|_| "cpu".to_string());
+            engine::open_device(&spec).unwrap_or_else(|e| panic!("ENGINE_TEST_DEVICE={spec}: {e}"))
+        })
+        .clone()
+}
+
+/// The dtype of the parity, training and gradient tests: `ENGINE_TEST_DTYPE` = `f32` (default) or `bf16`.
+pub fn test_dtype() -> DType {
+    let spec = std::env::var("ENGINE_TEST_DTYPE").unwrap_or_else(|_| "f32".to_string());
+    engine::parse_dtype(&spec).unwrap_or_else(|e| panic!("ENGINE_TEST_DTYPE={spec}: {e}"))
+}
+
+/// A fixture model on the test device in the test dtype.
+pub fn load_for_test(model: &str) -> Result<Model> {
+    Model::load_with_dtype(fixture(model), &test_device(), test_dtype())
 }
 
 pub fn read_json(rel: &str) -> Result<Value> {

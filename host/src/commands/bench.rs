@@ -1,10 +1,14 @@
 //! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B --seq T
-//! --steps S [--objective NAME] [--warmup W] [--threads N]`: training throughput on a random model.
+//! --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N] [--dtype f32|bf16]`:
+//! training throughput on a random model.
 //!
-//! Prints one line per step, then the medians after warm-up, the peak RSS, the objective plugin's share
-//! of the step time, and as its last line `tokens/s: X`.
+//! Prints the memory estimate, one line per step, then the medians after warm-up, the peak memory (RSS;
+//! on a CUDA device also `peak device memory: X MiB in use, Y MiB allocated`), the objective plugin's
+//! share of the step time, and as its last line `tokens/s: X`.
 
 use anyhow::{bail, Result};
+
+use engine::device::PeakMemory;
 
 use crate::bench::{self, BenchOptions, StepTiming};
 
@@ -20,7 +24,7 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
     }
     let s = options.shape;
     println!(
-        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}",
+        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}; {} {}",
         s.hidden,
         s.intermediate,
         s.layers,
@@ -31,10 +35,15 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         options.seq,
         options.steps,
         options.warmup,
-        options.objective
+        options.objective,
+        options.device,
+        options.dtype
     );
     let tokens = options.batch * options.seq;
-    let report = bench::run(options, |index, t| {
+    let on_start = |device: &engine::Device, dtype, estimate: &engine::MemoryEstimate| {
+        println!("{}", estimate.report(device, dtype));
+    };
+    let report = bench::run(options, on_start, |index, t| {
         let phases: Vec<String> =
             StepTiming::PHASES.iter().enumerate().map(|(i, name)| format!("{name} {:.3}s", t.phase(i))).collect();
         println!(
@@ -59,6 +68,10 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
     match report.peak_rss_kib {
         Some(kib) => println!("peak RSS: {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: unknown"),
+    }
+    if let PeakMemory::Device { used, allocated } = report.peak {
+        let allocated = allocated.map_or("unknown".to_string(), engine::device::mib);
+        println!("peak device memory: {} in use, {allocated} allocated", engine::device::mib(used));
     }
     println!("objective plugin share of step time: {:.3}%", 100.0 * report.objective_share);
     println!("median tokens/s after {} warm-up steps: {:.1}", report.warmup, report.median_tokens_per_second);

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use engine::{Device, Model};
+use engine::Model;
 use plugin_api::PluginKind;
 use serde_json::json;
 
@@ -25,6 +25,8 @@ pub struct EvalArgs<'a> {
     pub response_key: &'a str,
     /// Generation settings, with stop strings as typed (`\n`, `\t` and `\\` are unescaped here).
     pub settings: EvalSettings,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: &'a str,
 }
 
 pub fn run(args: &EvalArgs<'_>, search: &SearchPath) -> Result<()> {
@@ -39,7 +41,7 @@ pub fn run(args: &EvalArgs<'_>, search: &SearchPath) -> Result<()> {
     let params = ParamSet::from_assignments(plugin.params(), args.params, "--param")?;
     let evaluator = EvaluatorPlugin::create(plugin, &params)?;
     let records = data::read_records(args.data, args.prompt_key, args.response_key)?;
-    let model = Model::load(args.model, &Device::Cpu)?;
+    let model = Model::load(args.model, &engine::open_device(args.device)?)?;
     let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
 
     let report = eval::evaluate_with_progress(&model, &tokenizer, &records, &evaluator, &settings, |done, total| {

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use engine::{Device, Model};
+use engine::Model;
 
 use crate::data::{self, TextTokenizer};
 
@@ -15,13 +15,15 @@ pub struct ScoreArgs<'a> {
     pub prompt_key: &'a str,
     pub response_key: &'a str,
     pub batch_size: usize,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: &'a str,
 }
 
 pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     if !args.model.is_dir() {
         bail!("--model {}: no such model directory", args.model.display());
     }
-    let model = Model::load(args.model, &Device::Cpu)?;
+    let model = Model::load(args.model, &engine::open_device(args.device)?)?;
     let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
     let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
     let name = args.data.display().to_string();

@@ -25,6 +25,7 @@ pub fn run(
     );
     println!("loss: first {}, last {}", loss(summary.first_loss), loss(summary.last_loss));
     println!("throughput: {:.0} tokens/s", summary.tokens_per_second);
+    println!("peak memory: {}", summary.peak_memory);
     println!("checkpoint: {}", summary.final_checkpoint.display());
     println!("metrics: {}", config.train.out_dir.join("metrics.jsonl").display());
     Ok(())

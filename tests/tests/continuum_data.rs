@@ -19,10 +19,8 @@ fn shipped_splits_and_tokenizer_are_what_the_generator_writes() {
         .unwrap();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let shipped = workspace_root().join("datasets/continuum");
-    let mut files: Vec<String> = DOMAINS
-        .iter()
-        .flat_map(|d| [format!("{d}/train.jsonl"), format!("{d}/eval.jsonl")])
-        .collect();
+    let mut files: Vec<String> =
+        DOMAINS.iter().flat_map(|d| [format!("{d}/train.jsonl"), format!("{d}/eval.jsonl")]).collect();
     files.push("tokenizer/tokenizer.json".into());
     files.push("tokenizer/tokenizer_config.json".into());
     for file in files {

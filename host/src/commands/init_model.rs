@@ -35,10 +35,10 @@ pub fn run(args: &InitArgs<'_>) -> Result<()> {
     if vocab < tokens {
         bail!("--vocab-size {vocab} is smaller than the tokenizer's {tokens} tokens ({})", tokenizer_path.display());
     }
-    if args.heads == 0 || args.hidden % args.heads != 0 {
+    if args.heads == 0 || !args.hidden.is_multiple_of(args.heads) {
         bail!("--hidden {} must be a multiple of --heads {}", args.hidden, args.heads);
     }
-    if args.kv_heads == 0 || args.heads % args.kv_heads != 0 {
+    if args.kv_heads == 0 || !args.heads.is_multiple_of(args.kv_heads) {
         bail!("--heads {} must be a multiple of --kv-heads {}", args.heads, args.kv_heads);
     }
     if args.out.exists() {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod diagnose;
 pub mod eval;
+pub mod init_model;
 pub mod plot;
 pub mod plugins;
 pub mod rollout;

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The reproduction of docs/continuum.md: a rollout on each domain of the miniature continuum (the paper's
 # four objectives, 3 seeds) and the thresholding analysis on the model-strong domain. Resumable: finished
-# runs are skipped. About an hour on 2 cores.
+# runs are skipped. About 1.5 hours on 2 cores.
 set -e
 cd "$(dirname "$0")/.."
 H=target/release/host

@@ -206,13 +206,13 @@ impl Default for TrainSection {
     }
 }
 
-fn default_samples() -> usize {
+pub(crate) fn default_samples() -> usize {
     1
 }
-fn default_top_p() -> f64 {
+pub(crate) fn default_top_p() -> f64 {
     1.0
 }
-fn default_max_new_tokens() -> usize {
+pub(crate) fn default_max_new_tokens() -> usize {
     128
 }
 fn default_dtype() -> String {

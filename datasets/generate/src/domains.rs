@@ -1,5 +1,6 @@
 //! The three SFT domains and the pretraining mixture, as text generators.
 
+use figfont::render::SplitMix64;
 use serde_json::{json, Value};
 
 /// One problem with its worked solution.
@@ -20,20 +21,17 @@ impl Example {
     }
 }
 
-/// SplitMix64: small, seeded, and the same on every platform.
-pub struct Rng(u64);
+/// The figfont plugin's SplitMix64 (small, seeded, the same on every platform), with the draws the
+/// generators need.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x5EED_C0DE_0000_0001)
+        Rng(SplitMix64(seed ^ 0x5EED_C0DE_0000_0001))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `lo..=hi`.

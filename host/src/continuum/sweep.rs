@@ -95,13 +95,13 @@ pub struct ProtocolEntry {
     /// The evaluator plugin's parameters.
     #[serde(default)]
     pub params: toml::Table,
-    #[serde(default = "default_samples")]
+    #[serde(default = "crate::config::default_samples")]
     pub samples: usize,
     #[serde(default)]
     pub temperature: f64,
-    #[serde(default = "default_top_p")]
+    #[serde(default = "crate::config::default_top_p")]
     pub top_p: f64,
-    #[serde(default = "default_max_new_tokens")]
+    #[serde(default = "crate::config::default_max_new_tokens")]
     pub max_new_tokens: usize,
     #[serde(default)]
     pub seed: u64,
@@ -115,15 +115,6 @@ pub struct ProtocolEntry {
     pub batch_size: usize,
 }
 
-fn default_samples() -> usize {
-    1
-}
-fn default_top_p() -> f64 {
-    1.0
-}
-fn default_max_new_tokens() -> usize {
-    128
-}
 fn default_batch_size() -> usize {
     8
 }

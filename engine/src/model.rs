@@ -23,6 +23,8 @@ use crate::ops::{self, Rope};
 use crate::optim::Grads;
 use crate::weights::{self, StoredTensor};
 
+mod backprop;
+
 /// A projection `y = x Wᵀ + b`, weights in the Hugging Face `[out, in]` layout.
 #[derive(Debug, Clone)]
 struct Linear {
@@ -363,6 +365,30 @@ impl Model {
         Ok(attn.o_proj.forward(&out)?)
     }
 
+    /// The forward pass of one training micro-batch (`input_ids` `[B, T]`, right-padded, T ≥ 2),
+    /// kept for [`TrainingPass::backward`].
+    ///
+    /// Float32 on the CPU runs the hand-written pass (activations on a tape, backward in closed
+    /// form, see `model/backprop.rs`); other dtypes and devices run [`Model::forward`] under
+    /// candle's autograd. Both compute the same quantities.
+    pub fn training_pass(&self, input_ids: &Tensor) -> Result<TrainingPass> {
+        if !backprop::applies(self) {
+            return self.training_pass_autograd(input_ids);
+        }
+        let (batch, time) = training_dims(input_ids)?;
+        let ids: Vec<u32> = input_ids.flatten_all()?.to_vec1()?;
+        Ok(TrainingPass(Pass::Manual(backprop::forward(self, &ids, batch, time)?)))
+    }
+
+    /// [`Model::training_pass`] through candle's autograd whatever the device and dtype (the
+    /// reference the hand-written pass is tested and benchmarked against).
+    pub fn training_pass_autograd(&self, input_ids: &Tensor) -> Result<TrainingPass> {
+        training_dims(input_ids)?;
+        let logits = self.forward(input_ids)?;
+        let logp = token_logprobs(&logits, input_ids)?;
+        Ok(TrainingPass(Pass::Autograd { logits, logp }))
+    }
+
     /// Back-propagates a scalar loss and returns the gradient of every parameter that
     /// received one, keyed by Hugging Face name (a tied matrix gets the sum of both uses).
     /// Gradients are float32 whatever the parameters' dtype (accumulation, clipping and the
@@ -388,6 +414,65 @@ impl Model {
             var.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?)?;
         }
         Ok(())
+    }
+}
+
+fn training_dims(input_ids: &Tensor) -> Result<(usize, usize)> {
+    let (batch, time) = input_ids.dims2().context("input_ids must have shape [batch, time]")?;
+    if input_ids.dtype() != DType::U32 {
+        bail!("input_ids must be u32, got {:?}", input_ids.dtype());
+    }
+    if time < 2 {
+        bail!("need at least 2 positions to score a next token, got {time}");
+    }
+    Ok((batch, time))
+}
+
+/// One micro-batch's forward pass, kept until its backward pass: the per-token quantities an
+/// objective reads, then the gradients of the weighted NLL `-Σ w · logp` it asks for.
+pub struct TrainingPass(Pass);
+
+enum Pass {
+    /// The hand-written float32 CPU pass.
+    Manual(backprop::Tape),
+    /// candle's autograd graph.
+    Autograd { logits: Tensor, logp: Tensor },
+}
+
+impl TrainingPass {
+    /// `[B, T-1]` log-probabilities of the next tokens, row-major.
+    pub fn logp(&self) -> Result<Vec<f32>> {
+        match &self.0 {
+            Pass::Manual(tape) => Ok(tape.logp().to_vec()),
+            Pass::Autograd { logp, .. } => Ok(logp.flatten_all()?.to_vec1()?),
+        }
+    }
+
+    /// Entropy (nats) and top-1 probability of each next-token distribution, aligned with
+    /// [`TrainingPass::logp`]. Without gradient.
+    pub fn entropy_and_top1(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        match &self.0 {
+            Pass::Manual(tape) => Ok(tape.entropy_and_top1()),
+            Pass::Autograd { logits, .. } => {
+                let (e, t) = token_entropy_and_top1(logits)?;
+                Ok((e.flatten_all()?.to_vec1()?, t.flatten_all()?.to_vec1()?))
+            }
+        }
+    }
+
+    /// Gradients of `-Σ weights · logp` (weights `[B, T-1]` row-major, constants: mask,
+    /// stop-gradient objective weight and normaliser) for every parameter, by Hugging Face name.
+    pub fn backward(self, model: &Model, weights: &[f32]) -> Result<Grads> {
+        match self.0 {
+            Pass::Manual(tape) => backprop::backward(model, tape, weights),
+            Pass::Autograd { logp, .. } => {
+                if weights.len() != logp.elem_count() {
+                    bail!("{} weights for {} log-probabilities", weights.len(), logp.elem_count());
+                }
+                let weights = Tensor::from_slice(weights, logp.shape(), logp.device())?;
+                model.backward(&weighted_nll(&logp, &weights)?)
+            }
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use engine::{AdamW, AdamWConfig, DType, Device, MemoryEstimate, MemoryMonitor, M
 use plugin_api::PluginKind;
 
 use crate::data::splitmix64;
-use crate::plugins::objective::ObjectiveInputs;
+use crate::plugins::objective::TokenStats;
 use crate::plugins::params::ParamSet;
 use crate::plugins::{LoadedPlugin, ObjectivePlugin, SearchPath};
 
@@ -71,6 +71,8 @@ pub struct BenchOptions<'a> {
     pub device: &'a str,
     /// `f32` or `bf16`.
     pub dtype: &'a str,
+    /// Time candle's autograd pass even where the hand-written one applies (float32 on the CPU).
+    pub autograd: bool,
 }
 
 /// Seconds spent in each phase of one step.
@@ -174,29 +176,17 @@ pub fn run(
     for (index, ids) in batches.iter().enumerate() {
         let step = index as u64 + 1;
         let started = Instant::now();
-        let logits = model.forward(ids)?;
+        let pass = match options.autograd {
+            true => model.training_pass_autograd(ids)?,
+            false => model.training_pass(ids)?,
+        };
         let forward_done = phase_done(&mut memory)?;
 
-        let logp = engine::token_logprobs(&logits, ids)?;
-        let logp_values: Vec<f32> = logp.flatten_all()?.to_vec1()?;
-        let (entropy, top1) = if needs.entropy || needs.top1_prob {
-            let (e, t) = engine::token_entropy_and_top1(&logits)?;
-            (Some(e.flatten_all()?.to_vec1::<f32>()?), Some(t.flatten_all()?.to_vec1::<f32>()?))
-        } else {
-            (None, None)
-        };
+        let stats = TokenStats::of(&pass, needs)?;
         let logprobs_done = phase_done(&mut memory)?;
 
         let values = objective
-            .compute(&ObjectiveInputs {
-                logp: &logp_values,
-                mask: &loss_mask,
-                sequence_starts: &sequence_starts,
-                entropy: entropy.as_deref().filter(|_| needs.entropy),
-                top1_prob: top1.as_deref().filter(|_| needs.top1_prob),
-                step,
-                total_steps: steps as u64,
-            })
+            .compute(&stats.inputs(&loss_mask, &sequence_starts, step, steps as u64))
             .with_context(|| format!("step {step}"))?;
         let objective_done = Instant::now();
 
@@ -213,11 +203,9 @@ pub fn run(
                 first_loss = loss / count as f64;
             }
             last_loss = loss / count as f64;
-            let weights = Tensor::from_vec(weights, logp.shape(), &device)?;
-            grads = Some(model.backward(&engine::weighted_nll(&logp, &weights)?)?);
+            grads = Some(pass.backward(&model, &weights)?);
         }
-        // As in train.rs, the graph (every activation) goes before the optimizer step.
-        drop((logits, logp));
+        // As in train.rs, the activations are gone before the optimizer step (backward consumed them).
         let backward_done = phase_done(&mut memory)?;
 
         if let Some(mut g) = grads {

@@ -211,6 +211,9 @@ enum Command {
         /// f32, or bf16 (bf16 weights and activations, float32 loss, gradients and AdamW with master weights).
         #[arg(long, default_value = "f32")]
         dtype: String,
+        /// Time candle's autograd pass instead of the hand-written float32 CPU pass (for comparison).
+        #[arg(long)]
+        autograd: bool,
     },
 }
 
@@ -395,6 +398,7 @@ fn main() -> ExitCode {
             seed,
             device,
             dtype,
+            autograd,
         } => commands::bench::run(
             &host::bench::BenchOptions {
                 shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
@@ -407,6 +411,7 @@ fn main() -> ExitCode {
                 seed,
                 device: &device,
                 dtype: &dtype,
+                autograd,
             },
             threads,
         ),

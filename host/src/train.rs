@@ -12,14 +12,14 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 use engine::device::PeakMemory;
-use engine::{open_device, AdamW, AdamWConfig, MemoryEstimate, MemoryMonitor, Model, Tensor};
+use engine::{open_device, AdamW, AdamWConfig, MemoryEstimate, MemoryMonitor, Model};
 use plugin_api::{ParamValue, PluginKind};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{EvalSection, LrScheduler, RunConfig};
 use crate::data::{self, Batch, Dataset, Example, TextTokenizer};
 use crate::eval::{evaluate, EvalSettings};
-use crate::plugins::objective::ObjectiveInputs;
+use crate::plugins::objective::TokenStats;
 use crate::plugins::params::ParamSet;
 use crate::plugins::{EvaluatorPlugin, LoadedPlugin, MixerPlugin, ObjectivePlugin, SearchPath};
 use crate::sampler::{Sampler, SetCursor};
@@ -190,45 +190,29 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             }
             let batch = Batch::new(&rows, pad_id, &device)?;
             tokens += batch.tokens;
-            let logits = model.forward(&batch.ids)?;
-            let logp = engine::token_logprobs(&logits, &batch.ids)?;
-            let logp_values: Vec<f32> = logp.flatten_all()?.to_vec1()?;
-            let (entropy, top1) = if needs.entropy || needs.top1_prob {
-                let (e, t) = engine::token_entropy_and_top1(&logits)?;
-                (Some(e.flatten_all()?.to_vec1::<f32>()?), Some(t.flatten_all()?.to_vec1::<f32>()?))
-            } else {
-                (None, None)
-            };
+            let pass = model.training_pass(&batch.ids)?;
+            let stats = TokenStats::of(&pass, needs)?;
             let values = objective
-                .compute(&ObjectiveInputs {
-                    logp: &logp_values,
-                    mask: &batch.loss_mask,
-                    sequence_starts: &batch.sequence_starts,
-                    entropy: entropy.as_deref().filter(|_| needs.entropy),
-                    top1_prob: top1.as_deref().filter(|_| needs.top1_prob),
-                    step,
-                    total_steps,
-                })
+                .compute(&stats.inputs(&batch.loss_mask, &batch.sequence_starts, step, total_steps))
                 .with_context(|| format!("step {step}"))?;
 
             // The micro-batch's token mean over included positions, averaged over micro-batches.
             let included: Vec<bool> =
-                (0..logp_values.len()).map(|i| batch.loss_mask[i] == 1 && values.include[i] == 1).collect();
+                (0..stats.logp.len()).map(|i| batch.loss_mask[i] == 1 && values.include[i] == 1).collect();
             let count = included.iter().filter(|&&k| k).count();
             loss_tokens += count;
             if count == 0 {
                 continue; // every token thresholded away: no gradient from this micro-batch
             }
             let scale = 1.0 / (count as f64 * micro_batches as f64);
-            let weights: Vec<f32> = (0..logp_values.len())
+            let weights: Vec<f32> = (0..stats.logp.len())
                 .map(|i| if included[i] { (values.weight[i] as f64 * scale) as f32 } else { 0.0 })
                 .collect();
-            let loss: f64 = (0..logp_values.len()).filter(|&i| included[i]).map(|i| values.loss[i] as f64).sum();
+            let loss: f64 = (0..stats.logp.len()).filter(|&i| included[i]).map(|i| values.loss[i] as f64).sum();
             loss_sum += loss / count as f64;
             loss_batches += 1;
 
-            let weights = Tensor::from_vec(weights, logp.shape(), &device)?;
-            let micro_grads = model.backward(&engine::weighted_nll(&logp, &weights)?)?;
+            let micro_grads = pass.backward(&model, &weights)?;
             memory.poll();
             match grads.as_mut() {
                 None => grads = Some(micro_grads),

@@ -1,5 +1,5 @@
 //! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B --seq T
-//! --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N] [--dtype f32|bf16]`:
+//! --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N] [--dtype f32|bf16] [--autograd]`:
 //! training throughput on a random model.
 //!
 //! Prints the memory estimate, one line per step, then the medians after warm-up, the peak memory (RSS;
@@ -24,7 +24,7 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
     }
     let s = options.shape;
     println!(
-        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}; {} {}",
+        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}; {} {}{}",
         s.hidden,
         s.intermediate,
         s.layers,
@@ -37,7 +37,8 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         options.warmup,
         options.objective,
         options.device,
-        options.dtype
+        options.dtype,
+        if options.autograd { "; candle autograd pass" } else { "" }
     );
     let tokens = options.batch * options.seq;
     let on_start = |device: &engine::Device, dtype, estimate: &engine::MemoryEstimate| {

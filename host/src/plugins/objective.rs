@@ -17,6 +17,48 @@ pub struct ObjectiveInputs<'a> {
     pub total_steps: u64,
 }
 
+/// The per-token quantities an objective reads, taken from a training pass: log-probabilities
+/// always, entropy and top-1 probability only when the objective asks for them (they cost a pass
+/// over the logits).
+pub struct TokenStats {
+    pub logp: Vec<f32>,
+    pub entropy: Option<Vec<f32>>,
+    pub top1_prob: Option<Vec<f32>>,
+}
+
+impl TokenStats {
+    pub fn of(pass: &engine::TrainingPass, needs: ObjectiveNeeds) -> Result<TokenStats> {
+        let logp = pass.logp()?;
+        let (entropy, top1_prob) = match needs.entropy || needs.top1_prob {
+            true => {
+                let (e, t) = pass.entropy_and_top1()?;
+                (Some(e).filter(|_| needs.entropy), Some(t).filter(|_| needs.top1_prob))
+            }
+            false => (None, None),
+        };
+        Ok(TokenStats { logp, entropy, top1_prob })
+    }
+
+    /// The plugin's inputs for this micro-batch.
+    pub fn inputs<'a>(
+        &'a self,
+        mask: &'a [u8],
+        sequence_starts: &'a [u32],
+        step: u64,
+        total_steps: u64,
+    ) -> ObjectiveInputs<'a> {
+        ObjectiveInputs {
+            logp: &self.logp,
+            mask,
+            sequence_starts,
+            entropy: self.entropy.as_deref(),
+            top1_prob: self.top1_prob.as_deref(),
+            step,
+            total_steps,
+        }
+    }
+}
+
 /// Per-token outputs, validated: same length as the input, finite, include ⊆ mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ObjectiveValues {

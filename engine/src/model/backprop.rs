@@ -1,0 +1,780 @@
+//! The decoder's training pass written out by hand for float32 on the CPU: forward with the
+//! activations kept on a tape, then the backward of the weighted NLL in closed form.
+//!
+//! candle's autograd pays, per graph node, a zero-filled gradient, an addition into the gradient
+//! store, fresh allocations (and their page faults) and often a contiguous copy; on a small model
+//! that overhead costs more than the matrix products. Here every product is one `gemm` call reading
+//! its operands through strides (transposes and per-head slices are free), element-wise work runs
+//! fused, row by row, on rayon (the pool gemm uses, so no second pool competes for the cores), and
+//! parameter gradients are accumulated in place (`dst += lhs·rhs`).
+//!
+//! The math is the autograd path's ([`Model::forward`], [`super::token_logprobs`],
+//! [`super::weighted_nll`]), which is itself checked against transformers; tests compare the two.
+
+use std::collections::HashMap;
+use std::ops::Deref;
+
+use anyhow::{bail, Result};
+use candle_core::{CpuStorage, DType, Device, Storage, Tensor, TensorId};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::{Block, Linear, Model};
+use crate::optim::Grads;
+
+/// What the forward pass keeps for the backward pass (everything `[B·T, ·]`, row-major).
+pub(super) struct Tape {
+    batch: usize,
+    time: usize,
+    ids: Vec<u32>,
+    layers: Vec<LayerTape>,
+    /// Input of the final norm, its inverse RMS per row, and its output.
+    x_final: Vec<f32>,
+    inv_rms_final: Vec<f32>,
+    normed_final: Vec<f32>,
+    /// `[B·T, V]`; the backward pass turns them into their gradient in place.
+    logits: Vec<f32>,
+    /// Log-sum-exp of each row of `logits`.
+    logsumexp: Vec<f32>,
+    /// `[B, T-1]`: log-probability of each next token.
+    logp: Vec<f32>,
+}
+
+struct LayerTape {
+    x_in: Vec<f32>,
+    inv_rms1: Vec<f32>,
+    h1: Vec<f32>,
+    /// Queries and keys after rope.
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    /// Attention probabilities `[B, heads, T, T]` (zero above the diagonal).
+    probs: Vec<f32>,
+    attn_out: Vec<f32>,
+    x_mid: Vec<f32>,
+    inv_rms2: Vec<f32>,
+    h2: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    act: Vec<f32>,
+}
+
+/// Whether the hand-written pass applies to `model`: float32 parameters on the CPU.
+pub(super) fn applies(model: &Model) -> bool {
+    model.device.is_cpu() && model.dtype == DType::F32
+}
+
+/// A parameter's float32 values, read-locked for the duration of a pass.
+struct Param<'a> {
+    guard: Box<dyn Deref<Target = Storage> + 'a>,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> Param<'a> {
+    fn new(t: &'a Tensor) -> Result<Param<'a>> {
+        let (guard, layout) = t.storage_and_layout();
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            bail!("parameter {:?} is not contiguous", t.shape())
+        };
+        if !matches!(&*guard, Storage::Cpu(CpuStorage::F32(_))) {
+            bail!("the hand-written training pass needs float32 parameters on the CPU");
+        }
+        Ok(Param { guard: Box::new(guard), start, end })
+    }
+
+    fn data(&self) -> &[f32] {
+        match &**self.guard {
+            Storage::Cpu(CpuStorage::F32(v)) => &v[self.start..self.end],
+            _ => unreachable!("checked in Param::new"),
+        }
+    }
+}
+
+struct LinearParams<'a> {
+    weight: Param<'a>,
+    bias: Option<Param<'a>>,
+    weight_id: TensorId,
+    bias_id: Option<TensorId>,
+}
+
+impl<'a> LinearParams<'a> {
+    fn new(linear: &'a Linear) -> Result<LinearParams<'a>> {
+        Ok(LinearParams {
+            weight: Param::new(linear.weight.as_tensor())?,
+            bias: linear.bias.as_ref().map(|b| Param::new(b.as_tensor())).transpose()?,
+            weight_id: linear.weight.as_tensor().id(),
+            bias_id: linear.bias.as_ref().map(|b| b.as_tensor().id()),
+        })
+    }
+}
+
+struct BlockParams<'a> {
+    ln1: Param<'a>,
+    ln1_id: TensorId,
+    q: LinearParams<'a>,
+    k: LinearParams<'a>,
+    v: LinearParams<'a>,
+    o: LinearParams<'a>,
+    ln2: Param<'a>,
+    ln2_id: TensorId,
+    gate: LinearParams<'a>,
+    up: LinearParams<'a>,
+    down: LinearParams<'a>,
+}
+
+impl<'a> BlockParams<'a> {
+    fn new(block: &'a Block) -> Result<BlockParams<'a>> {
+        let (attn, mlp) = (&block.self_attn, &block.mlp);
+        Ok(BlockParams {
+            ln1: Param::new(block.input_layernorm.as_tensor())?,
+            ln1_id: block.input_layernorm.as_tensor().id(),
+            q: LinearParams::new(&attn.q_proj)?,
+            k: LinearParams::new(&attn.k_proj)?,
+            v: LinearParams::new(&attn.v_proj)?,
+            o: LinearParams::new(&attn.o_proj)?,
+            ln2: Param::new(block.post_attention_layernorm.as_tensor())?,
+            ln2_id: block.post_attention_layernorm.as_tensor().id(),
+            gate: LinearParams::new(&mlp.gate_proj)?,
+            up: LinearParams::new(&mlp.up_proj)?,
+            down: LinearParams::new(&mlp.down_proj)?,
+        })
+    }
+}
+
+/// Model dimensions used throughout the pass.
+#[derive(Clone, Copy)]
+struct Dims {
+    batch: usize,
+    time: usize,
+    rows: usize,
+    hidden: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    vocab: usize,
+    eps: f32,
+}
+
+impl Dims {
+    fn new(model: &Model, batch: usize, time: usize) -> Dims {
+        let c = &model.config;
+        Dims {
+            batch,
+            time,
+            rows: batch * time,
+            hidden: c.hidden_size,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
+            vocab: c.vocab_size,
+            eps: c.rms_norm_eps as f32,
+        }
+    }
+    fn q_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+    fn kv_width(&self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+    fn groups(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
+/// Forward pass over `ids` (`[B, T]`, T ≥ 2), keeping the tape.
+pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> Result<Tape> {
+    let dims = Dims::new(model, batch, time);
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= dims.vocab) {
+        bail!("token id {bad} is out of range for vocabulary size {}", dims.vocab);
+    }
+    let (cos, sin) = rope_tables(model, time)?;
+    let embed = Param::new(model.embed_tokens.as_tensor())?;
+    let mut x = vec![0f32; dims.rows * dims.hidden];
+    for (row, &id) in x.chunks_mut(dims.hidden).zip(ids) {
+        row.copy_from_slice(&embed.data()[id as usize * dims.hidden..(id as usize + 1) * dims.hidden]);
+    }
+    drop(embed);
+
+    let mut layers = Vec::with_capacity(model.layers.len());
+    for block in &model.layers {
+        let p = BlockParams::new(block)?;
+        let (inv_rms1, h1) = rms_norm(&x, p.ln1.data(), dims.hidden, dims.eps);
+        let mut q = linear(&h1, &p.q, dims.rows);
+        let mut k = linear(&h1, &p.k, dims.rows);
+        let v = linear(&h1, &p.v, dims.rows);
+        rope(&mut q, &cos, &sin, dims, dims.heads, false);
+        rope(&mut k, &cos, &sin, dims, dims.kv_heads, false);
+        let (probs, attn_out) = attention(&q, &k, &v, dims);
+        let mut x_mid = linear(&attn_out, &p.o, dims.rows);
+        add_in_place(&mut x_mid, &x);
+        let (inv_rms2, h2) = rms_norm(&x_mid, p.ln2.data(), dims.hidden, dims.eps);
+        let gate = linear(&h2, &p.gate, dims.rows);
+        let up = linear(&h2, &p.up, dims.rows);
+        let act = swiglu(&gate, &up);
+        let mut x_out = linear(&act, &p.down, dims.rows);
+        add_in_place(&mut x_out, &x_mid);
+        let x_in = std::mem::replace(&mut x, x_out);
+        layers.push(LayerTape { x_in, inv_rms1, h1, q, k, v, probs, attn_out, x_mid, inv_rms2, h2, gate, up, act });
+    }
+
+    let norm = Param::new(model.norm.as_tensor())?;
+    let (inv_rms_final, normed_final) = rms_norm(&x, norm.data(), dims.hidden, dims.eps);
+    let head = Param::new(model.lm_head.as_tensor())?;
+    let mut logits = vec![0f32; dims.rows * dims.vocab];
+    matmul(
+        &mut logits,
+        dims.vocab,
+        false,
+        Mat::rows(&normed_final, dims.rows, dims.hidden),
+        Mat::transposed(head.data(), dims.vocab, dims.hidden),
+        true,
+    );
+    let logsumexp = row_logsumexp(&logits, dims.vocab);
+    let mut logp = Vec::with_capacity(batch * (time - 1));
+    for b in 0..batch {
+        for t in 0..time - 1 {
+            let r = b * time + t;
+            logp.push(logits[r * dims.vocab + ids[r + 1] as usize] - logsumexp[r]);
+        }
+    }
+    Ok(Tape {
+        batch,
+        time,
+        ids: ids.to_vec(),
+        layers,
+        x_final: x,
+        inv_rms_final,
+        normed_final,
+        logits,
+        logsumexp,
+        logp,
+    })
+}
+
+impl Tape {
+    /// `[B, T-1]` log-probabilities of the next tokens.
+    pub(super) fn logp(&self) -> &[f32] {
+        &self.logp
+    }
+
+    /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each.
+    pub(super) fn entropy_and_top1(&self) -> (Vec<f32>, Vec<f32>) {
+        let vocab = self.logits.len() / (self.batch * self.time);
+        let n = self.batch * (self.time - 1);
+        let mut out = vec![(0f32, 0f32); n];
+        out.par_iter_mut().enumerate().for_each(|(i, o)| {
+            let r = (i / (self.time - 1)) * self.time + i % (self.time - 1);
+            let row = &self.logits[r * vocab..(r + 1) * vocab];
+            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+            let (mut sum, mut weighted) = (0f32, 0f32);
+            for &l in row {
+                let e = (l - max).exp();
+                sum += e;
+                weighted += e * (l - max);
+            }
+            // H = log Σe - Σ p z with z = logits - max; the top-1 probability is e^0 / Σe.
+            *o = (sum.ln() - weighted / sum, 1.0 / sum);
+        });
+        out.into_iter().unzip()
+    }
+}
+
+/// Gradients of `-Σ weights · logp` (`weights` `[B, T-1]`, treated as constants) for every
+/// parameter, keyed by Hugging Face name.
+pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Grads> {
+    let Tape { batch, time, ids, layers, x_final, inv_rms_final, normed_final, mut logits, logsumexp, .. } = tape;
+    if weights.len() != batch * (time - 1) {
+        bail!("{} weights for {} log-probabilities", weights.len(), batch * (time - 1));
+    }
+    let dims = Dims::new(model, batch, time);
+    let (cos, sin) = rope_tables(model, time)?;
+    let mut grads = GradBuffers::default();
+
+    // d(-w·logp)/d logits = w · (softmax - onehot(target)); the last position predicts nothing.
+    let vocab = dims.vocab;
+    logits.par_chunks_mut(vocab).enumerate().for_each(|(r, row)| {
+        let t = r % time;
+        if t == time - 1 {
+            row.fill(0.0);
+            return;
+        }
+        let w = weights[(r / time) * (time - 1) + t];
+        let lse = logsumexp[r];
+        for l in row.iter_mut() {
+            *l = w * (*l - lse).exp();
+        }
+        row[ids[r + 1] as usize] -= w;
+    });
+    let d_logits = logits;
+
+    let head = Param::new(model.lm_head.as_tensor())?;
+    let mut dx = vec![0f32; dims.rows * dims.hidden];
+    matmul(
+        &mut dx,
+        dims.hidden,
+        false,
+        Mat::rows(&d_logits, dims.rows, vocab),
+        Mat::rows(head.data(), vocab, dims.hidden),
+        true,
+    );
+    drop(head);
+    let head_id = model.lm_head.as_tensor().id();
+    weight_grad(grads.get(head_id, vocab * dims.hidden), &d_logits, &normed_final, dims.rows, vocab, dims.hidden);
+    drop(d_logits);
+
+    let norm = Param::new(model.norm.as_tensor())?;
+    let (dx_norm, d_norm) = rms_norm_backward(&dx, &x_final, &inv_rms_final, norm.data(), dims.hidden);
+    add_in_place(grads.get(model.norm.as_tensor().id(), dims.hidden), &d_norm);
+    let mut dx = dx_norm;
+
+    for (block, tape) in model.layers.iter().zip(layers).rev() {
+        let p = BlockParams::new(block)?;
+        // MLP: x_out = x_mid + down(silu(gate(h2)) · up(h2)), h2 = norm2(x_mid).
+        let d_act = linear_backward(&dx, &tape.act, &p.down, dims.rows, &mut grads);
+        let (d_gate, d_up) = swiglu_backward(&d_act, &tape.gate, &tape.up);
+        drop(d_act);
+        let mut d_h2 = linear_backward(&d_gate, &tape.h2, &p.gate, dims.rows, &mut grads);
+        linear_backward_into(&mut d_h2, &d_up, &tape.h2, &p.up, dims.rows, &mut grads);
+        let (d_mid, d_ln2) = rms_norm_backward(&d_h2, &tape.x_mid, &tape.inv_rms2, p.ln2.data(), dims.hidden);
+        add_in_place(grads.get(p.ln2_id, dims.hidden), &d_ln2);
+        add_in_place(&mut dx, &d_mid); // dx is now the gradient at x_mid
+
+        // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm1(x_in).
+        let d_attn = linear_backward(&dx, &tape.attn_out, &p.o, dims.rows, &mut grads);
+        let (mut dq, mut dk, dv) = attention_backward(&d_attn, &tape.q, &tape.k, &tape.v, &tape.probs, dims);
+        drop(d_attn);
+        rope(&mut dq, &cos, &sin, dims, dims.heads, true);
+        rope(&mut dk, &cos, &sin, dims, dims.kv_heads, true);
+        let mut d_h1 = linear_backward(&dq, &tape.h1, &p.q, dims.rows, &mut grads);
+        linear_backward_into(&mut d_h1, &dk, &tape.h1, &p.k, dims.rows, &mut grads);
+        linear_backward_into(&mut d_h1, &dv, &tape.h1, &p.v, dims.rows, &mut grads);
+        let (d_in, d_ln1) = rms_norm_backward(&d_h1, &tape.x_in, &tape.inv_rms1, p.ln1.data(), dims.hidden);
+        add_in_place(grads.get(p.ln1_id, dims.hidden), &d_ln1);
+        add_in_place(&mut dx, &d_in); // dx is now the gradient at x_in
+    }
+
+    let d_embed = grads.get(model.embed_tokens.as_tensor().id(), vocab * dims.hidden);
+    for (row, &id) in dx.chunks(dims.hidden).zip(&ids) {
+        add_in_place(&mut d_embed[id as usize * dims.hidden..(id as usize + 1) * dims.hidden], row);
+    }
+    grads.into_named(model)
+}
+
+/// Gradient buffers keyed by parameter (a tied matrix is one key, so both uses accumulate).
+#[derive(Default)]
+struct GradBuffers {
+    by_id: HashMap<TensorId, Vec<f32>>,
+}
+
+impl GradBuffers {
+    fn get(&mut self, id: TensorId, len: usize) -> &mut [f32] {
+        self.by_id.entry(id).or_insert_with(|| vec![0f32; len])
+    }
+
+    fn into_named(mut self, model: &Model) -> Result<Grads> {
+        let mut grads = Grads::default();
+        for (name, var) in &model.params {
+            if let Some(g) = self.by_id.remove(&var.as_tensor().id()) {
+                grads.insert(name.clone(), Tensor::from_vec(g, var.shape(), &Device::Cpu)?);
+            }
+        }
+        Ok(grads)
+    }
+}
+
+fn rope_tables(model: &Model, time: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (cos, sin) = model.rope.tables(time, DType::F32, &Device::Cpu)?;
+    Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Matrix products (gemm through strides) and the layers' element-wise kernels.
+// ---------------------------------------------------------------------------------------------
+
+/// A read-only matrix view: element `(i, j)` is `data[i·row_stride + j·col_stride]`.
+#[derive(Clone, Copy)]
+struct Mat<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> Mat<'a> {
+    /// A row-major `rows × cols` matrix.
+    fn rows(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
+        Mat { data, rows, cols, row_stride: cols, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major `rows × cols` matrix (so `cols × rows`).
+    fn transposed(data: &'a [f32], rows: usize, cols: usize) -> Mat<'a> {
+        Mat { data, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
+    }
+
+    fn last_index(&self) -> usize {
+        (self.rows.max(1) - 1) * self.row_stride + (self.cols.max(1) - 1) * self.col_stride
+    }
+}
+
+/// `dst (+)= lhs · rhs`, `dst` row-major with `dst_stride` between rows; `accumulate` adds to
+/// what `dst` holds. `parallel` spreads the product over the rayon pool.
+fn matmul(dst: &mut [f32], dst_stride: usize, accumulate: bool, lhs: Mat, rhs: Mat, parallel: bool) {
+    let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
+    assert_eq!(rhs.rows, k, "matmul: inner dimensions");
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Bounds checked here, so that gemm's raw-pointer reads and writes stay inside the slices.
+    assert!(lhs.data.len() > lhs.last_index() && rhs.data.len() > rhs.last_index());
+    assert!(n <= dst_stride && dst.len() >= (m - 1) * dst_stride + n);
+    if k == 0 {
+        if !accumulate {
+            dst.chunks_mut(dst_stride).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism =
+        if parallel && threads > 1 && m * n * k >= 1 << 16 { Parallelism::Rayon(threads) } else { Parallelism::None };
+    // SAFETY: every index gemm touches is within the slices (asserted above); `dst` is borrowed mutably.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.col_stride as isize,
+            lhs.row_stride as isize,
+            rhs.data.as_ptr(),
+            rhs.col_stride as isize,
+            rhs.row_stride as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// `x · Wᵀ + b` for `x` `[rows, in]` and a `[out, in]` weight.
+fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Vec<f32> {
+    let w = p.weight.data();
+    let in_dim = x.len() / rows;
+    let out_dim = w.len() / in_dim;
+    let mut y = vec![0f32; rows * out_dim];
+    if let Some(b) = &p.bias {
+        y.chunks_mut(out_dim).for_each(|row| row.copy_from_slice(b.data()));
+    }
+    matmul(&mut y, out_dim, p.bias.is_some(), Mat::rows(x, rows, in_dim), Mat::transposed(w, out_dim, in_dim), true);
+    y
+}
+
+/// Accumulates `dW += dyᵀ · x` (and `db += Σ_rows dy`), and returns `dx = dy · W`.
+fn linear_backward(dy: &[f32], x: &[f32], p: &LinearParams, rows: usize, grads: &mut GradBuffers) -> Vec<f32> {
+    let mut dx = vec![0f32; x.len()];
+    linear_backward_impl(&mut dx, false, dy, x, p, rows, grads);
+    dx
+}
+
+/// As [`linear_backward`], adding `dy · W` into `dx`.
+fn linear_backward_into(dx: &mut [f32], dy: &[f32], x: &[f32], p: &LinearParams, rows: usize, grads: &mut GradBuffers) {
+    linear_backward_impl(dx, true, dy, x, p, rows, grads);
+}
+
+fn linear_backward_impl(
+    dx: &mut [f32],
+    accumulate: bool,
+    dy: &[f32],
+    x: &[f32],
+    p: &LinearParams,
+    rows: usize,
+    grads: &mut GradBuffers,
+) {
+    let (in_dim, out_dim) = (x.len() / rows, dy.len() / rows);
+    matmul(dx, in_dim, accumulate, Mat::rows(dy, rows, out_dim), Mat::rows(p.weight.data(), out_dim, in_dim), true);
+    weight_grad(grads.get(p.weight_id, out_dim * in_dim), dy, x, rows, out_dim, in_dim);
+    if let Some(id) = p.bias_id {
+        let db = grads.get(id, out_dim);
+        for row in dy.chunks(out_dim) {
+            add_in_place(db, row);
+        }
+    }
+}
+
+/// `dW += dyᵀ · x` for `dy` `[rows, out]` and `x` `[rows, in]`.
+fn weight_grad(dw: &mut [f32], dy: &[f32], x: &[f32], rows: usize, out_dim: usize, in_dim: usize) {
+    matmul(dw, in_dim, true, Mat::transposed(dy, rows, out_dim), Mat::rows(x, rows, in_dim), true);
+}
+
+fn add_in_place(acc: &mut [f32], x: &[f32]) {
+    if acc.len() >= PAR_MIN {
+        acc.par_chunks_mut(CHUNK)
+            .zip(x.par_chunks(CHUNK))
+            .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
+    } else {
+        acc.iter_mut().zip(x).for_each(|(a, x)| *a += x);
+    }
+}
+
+/// Element-wise work below this many values stays on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+const CHUNK: usize = 1 << 13;
+
+/// Rows per parallel task, so that a task holds about `CHUNK` values.
+fn rows_per_task(width: usize) -> usize {
+    (CHUNK / width.max(1)).max(1)
+}
+
+/// `(1 / rms, w · x / rms)` per row of width `h`.
+fn rms_norm(x: &[f32], w: &[f32], h: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let rows = x.len() / h;
+    let mut inv = vec![0f32; rows];
+    let mut y = vec![0f32; x.len()];
+    let per = rows_per_task(h);
+    y.par_chunks_mut(per * h).zip(inv.par_chunks_mut(per)).enumerate().for_each(|(task, (y, inv))| {
+        for (i, (out, inv)) in y.chunks_mut(h).zip(inv.iter_mut()).enumerate() {
+            let r = task * per + i;
+            let row = &x[r * h..(r + 1) * h];
+            *inv = 1.0 / (sum_sq(row) / h as f32 + eps).sqrt();
+            for ((o, &v), &wj) in out.iter_mut().zip(row).zip(w) {
+                *o = (v * *inv) * wj;
+            }
+        }
+    });
+    (inv, y)
+}
+
+/// `(dx, dw)` of RMSNorm: `dx = inv · (g·w - x · inv² · mean(g·w·x))`, `dw = Σ_rows g · x · inv`.
+fn rms_norm_backward(g: &[f32], x: &[f32], inv: &[f32], w: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut dx = vec![0f32; x.len()];
+    let per = rows_per_task(h);
+    dx.par_chunks_mut(per * h).enumerate().for_each(|(task, dx)| {
+        for (i, out) in dx.chunks_mut(h).enumerate() {
+            let r = task * per + i;
+            let (xr, gr, ir) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h], inv[r]);
+            let mut proj = 0f32;
+            for j in 0..h {
+                proj += gr[j] * w[j] * xr[j];
+            }
+            let c = proj * ir * ir / h as f32;
+            for j in 0..h {
+                out[j] = ir * (gr[j] * w[j] - xr[j] * c);
+            }
+        }
+    });
+    let mut dw = vec![0f32; h];
+    for ((xr, gr), &ir) in x.chunks(h).zip(g.chunks(h)).zip(inv) {
+        for j in 0..h {
+            dw[j] += gr[j] * (xr[j] * ir);
+        }
+    }
+    (dx, dw)
+}
+
+fn sum_sq(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k] * c[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Rope in place on `[B·T, heads·d]` (position = row mod T), or with `inverse` its transpose
+/// (the backward pass).
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], dims: Dims, heads: usize, inverse: bool) {
+    let (d, time) = (dims.head_dim, dims.time);
+    let (half, width) = (d / 2, heads * d);
+    let per = rows_per_task(width);
+    x.par_chunks_mut(per * width).enumerate().for_each(|(task, rows)| {
+        for (i, row) in rows.chunks_mut(width).enumerate() {
+            let pos = (task * per + i) % time;
+            let (c, s) = (&cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d]);
+            for head in row.chunks_mut(d) {
+                for i in 0..half {
+                    let (a, b) = (head[i], head[i + half]);
+                    if inverse {
+                        head[i] = a * c[i] + b * s[i + half];
+                        head[i + half] = b * c[i + half] - a * s[i];
+                    } else {
+                        head[i] = a * c[i] - b * s[i];
+                        head[i + half] = b * c[i + half] + a * s[i + half];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// Causal grouped-query attention: returns the probabilities `[B, heads, T, T]` and the output
+/// `[B·T, heads·d]`. Per-head slices of `q`, `k`, `v` are read in place through strides.
+fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
+    let (t, d) = (dims.time, dims.head_dim);
+    let (qw, kvw) = (dims.q_width(), dims.kv_width());
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut probs = vec![0f32; dims.batch * dims.heads * t * t];
+    let mut out = vec![0f32; dims.rows * qw];
+    let out_base = SendPtr(out.as_mut_ptr());
+    probs.par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
+        let (b, h) = (bh / dims.heads, bh % dims.heads);
+        let kv = h / dims.groups();
+        let q_bh = head_view(q, b, h, dims, qw);
+        let k_bkv = head_view(k, b, kv, dims, kvw);
+        let v_bkv = head_view(v, b, kv, dims, kvw);
+        matmul(p, t, false, q_bh, Mat { data: k_bkv.data, rows: d, cols: t, row_stride: 1, col_stride: kvw }, false);
+        for (i, row) in p.chunks_mut(t).enumerate() {
+            let visible = &mut row[..=i];
+            let max = visible.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
+            let mut sum = 0f32;
+            for s in visible.iter_mut() {
+                *s = (*s * scale - max).exp();
+                sum += *s;
+            }
+            visible.iter_mut().for_each(|s| *s /= sum);
+            row[i + 1..].fill(0.0);
+        }
+        // SAFETY: task (b, h) writes only rows b·T..(b+1)·T, columns h·d..(h+1)·d of `out`.
+        let dst = unsafe { out_base.slice(b * t * qw + h * d, (t - 1) * qw + d) };
+        matmul(dst, qw, false, Mat::rows(p, t, t), v_bkv, false);
+    });
+    (probs, out)
+}
+
+/// `(dq, dk, dv)` of [`attention`] given the gradient at its output.
+fn attention_backward(
+    d_out: &[f32],
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    probs: &[f32],
+    dims: Dims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (t, d, groups) = (dims.time, dims.head_dim, dims.groups());
+    let (qw, kvw) = (dims.q_width(), dims.kv_width());
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut dq = vec![0f32; q.len()];
+    let mut dk = vec![0f32; k.len()];
+    let mut dv = vec![0f32; v.len()];
+    let (dq_base, dk_base, dv_base) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
+    // One task per (batch row, kv head): it owns that kv head's dk, dv and its query heads' dq.
+    (0..dims.batch * dims.kv_heads).into_par_iter().for_each(|bkv| {
+        let (b, kv) = (bkv / dims.kv_heads, bkv % dims.kv_heads);
+        let k_bkv = head_view(k, b, kv, dims, kvw);
+        let v_bkv = head_view(v, b, kv, dims, kvw);
+        // SAFETY: task (b, kv) writes only rows b·T..(b+1)·T, columns kv·d..(kv+1)·d of dk and dv,
+        // and columns h·d..(h+1)·d of dq for its own query heads h.
+        let dk_bkv = unsafe { dk_base.slice(b * t * kvw + kv * d, (t - 1) * kvw + d) };
+        let dv_bkv = unsafe { dv_base.slice(b * t * kvw + kv * d, (t - 1) * kvw + d) };
+        let mut d_scores = vec![0f32; t * t];
+        for h in kv * groups..(kv + 1) * groups {
+            let p = Mat::rows(&probs[(b * dims.heads + h) * t * t..][..t * t], t, t);
+            let do_bh = head_view(d_out, b, h, dims, qw);
+            // dv += pᵀ · d_out; dp = d_out · vᵀ.
+            matmul(dv_bkv, kvw, true, Mat::transposed(p.data, t, t), do_bh, false);
+            matmul(
+                &mut d_scores,
+                t,
+                false,
+                do_bh,
+                Mat { data: v_bkv.data, rows: d, cols: t, row_stride: 1, col_stride: kvw },
+                false,
+            );
+            // Softmax backward, with the scale: ds = scale · p · (dp - Σ dp·p).
+            for (i, (ds, pr)) in d_scores.chunks_mut(t).zip(p.data.chunks(t)).enumerate() {
+                let c: f32 = ds[..=i].iter().zip(&pr[..=i]).map(|(g, p)| g * p).sum();
+                for j in 0..=i {
+                    ds[j] = scale * pr[j] * (ds[j] - c);
+                }
+                ds[i + 1..].fill(0.0);
+            }
+            // dq = ds · k; dk += dsᵀ · q.
+            let dq_bh = unsafe { dq_base.slice(b * t * qw + h * d, (t - 1) * qw + d) };
+            matmul(dq_bh, qw, false, Mat::rows(&d_scores, t, t), k_bkv, false);
+            matmul(dk_bkv, kvw, true, Mat::transposed(&d_scores, t, t), head_view(q, b, h, dims, qw), false);
+        }
+    });
+    (dq, dk, dv)
+}
+
+/// The `[T, d]` slice of head `h` of batch row `b` in a `[B·T, heads·d]` matrix of row width `width`.
+fn head_view(x: &[f32], b: usize, h: usize, dims: Dims, width: usize) -> Mat<'_> {
+    let (t, d) = (dims.time, dims.head_dim);
+    let start = b * t * width + h * d;
+    Mat { data: &x[start..start + (t - 1) * width + d], rows: t, cols: d, row_stride: width, col_stride: 1 }
+}
+
+/// A raw pointer handed to parallel tasks that write disjoint parts of one buffer.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: used only to write disjoint regions from different tasks (see each use).
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// # Safety
+    /// `start..start + len` must lie within the buffer, and no other task may touch the elements
+    /// this one writes through the slice.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// `silu(gate) · up`.
+fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
+    let mut y = vec![0f32; gate.len()];
+    y.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
+        let lo = c * CHUNK;
+        for (i, o) in out.iter_mut().enumerate() {
+            let x = gate[lo + i];
+            *o = (x / (1.0 + (-x).exp())) * up[lo + i];
+        }
+    });
+    y
+}
+
+/// `(d gate, d up)`: `d up = g · silu(x)`, `d gate = g · up · σ(x) · (1 + x · (1 - σ(x)))`.
+fn swiglu_backward(g: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut d_gate = vec![0f32; gate.len()];
+    let mut d_up = vec![0f32; gate.len()];
+    d_gate.par_chunks_mut(CHUNK).zip(d_up.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (dg, du))| {
+        let lo = c * CHUNK;
+        for i in 0..dg.len() {
+            let x = gate[lo + i];
+            let sig = 1.0 / (1.0 + (-x).exp());
+            du[i] = g[lo + i] * (x * sig);
+            dg[i] = g[lo + i] * up[lo + i] * (sig * (1.0 + x * (1.0 - sig)));
+        }
+    });
+    (d_gate, d_up)
+}
+
+/// `log Σ exp(row)` per row of width `width` (max shifted out).
+fn row_logsumexp(x: &[f32], width: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len() / width];
+    out.par_iter_mut().enumerate().for_each(|(r, o)| {
+        let row = &x[r * width..(r + 1) * width];
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut acc = [0f32; 8];
+        let chunks = row.chunks_exact(8);
+        let tail: f32 = chunks.remainder().iter().map(|&v| (v - max).exp()).sum();
+        for c in chunks {
+            for k in 0..8 {
+                acc[k] += (c[k] - max).exp();
+            }
+        }
+        *o = (acc.iter().sum::<f32>() + tail).ln() + max;
+    });
+    out
+}

@@ -377,7 +377,7 @@ impl Model {
         }
         let (batch, time) = training_dims(input_ids)?;
         let ids: Vec<u32> = input_ids.flatten_all()?.to_vec1()?;
-        Ok(TrainingPass(Pass::Manual(backprop::forward(self, &ids, batch, time)?)))
+        Ok(TrainingPass(Pass::Manual(Box::new(backprop::forward(self, &ids, batch, time)?))))
     }
 
     /// [`Model::training_pass`] through candle's autograd whatever the device and dtype (the
@@ -434,7 +434,7 @@ pub struct TrainingPass(Pass);
 
 enum Pass {
     /// The hand-written float32 CPU pass.
-    Manual(backprop::Tape),
+    Manual(Box<backprop::Tape>),
     /// candle's autograd graph.
     Autograd { logits: Tensor, logp: Tensor },
 }
@@ -464,7 +464,7 @@ impl TrainingPass {
     /// stop-gradient objective weight and normaliser) for every parameter, by Hugging Face name.
     pub fn backward(self, model: &Model, weights: &[f32]) -> Result<Grads> {
         match self.0 {
-            Pass::Manual(tape) => backprop::backward(model, tape, weights),
+            Pass::Manual(tape) => backprop::backward(model, *tape, weights),
             Pass::Autograd { logp, .. } => {
                 if weights.len() != logp.elem_count() {
                     bail!("{} weights for {} log-probabilities", weights.len(), logp.elem_count());

@@ -66,7 +66,11 @@ impl Grads {
     /// Multiplies every gradient by `factor` (e.g. `1 / micro_batches`).
     pub fn scale(&mut self, factor: f64) -> Result<()> {
         for g in self.map.values_mut() {
-            *g = (&*g * factor)?;
+            if fused::applies(g) {
+                g.inplace_op1(&fused::Scale(factor as f32))?;
+            } else {
+                *g = (&*g * factor)?;
+            }
         }
         Ok(())
     }
@@ -75,7 +79,10 @@ impl Grads {
     pub fn global_norm(&self) -> Result<f64> {
         let mut sum_sq = 0.0f64;
         for g in self.map.values() {
-            let s: f32 = g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar()?;
+            let s: f32 = match fused::applies(g) {
+                true => fused::sum_sq(g)?,
+                false => g.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar()?,
+            };
             sum_sq += s as f64;
         }
         Ok(sum_sq.sqrt())
@@ -165,6 +172,9 @@ impl AdamW {
                 None => ParamState { step: 0, m: g.zeros_like()?, v: g.zeros_like()?, master: None },
             };
             let step = state.step + 1;
+            let bias_correction1 = 1.0 - beta1.powi(step as i32);
+            let bias_correction2 = 1.0 - beta2.powi(step as i32);
+            let step_size = lr / bias_correction1;
             // The float32 weights the update applies to: the parameter itself, or its master copy (made
             // from the parameter at the first step).
             let low_precision = var.dtype() != DType::F32;
@@ -172,6 +182,26 @@ impl AdamW {
                 (Some(master), true) => master.clone(),
                 _ => var.as_tensor().detach().to_dtype(DType::F32)?,
             };
+            if [&weights, &g, &state.m, &state.v].into_iter().all(fused::applies) {
+                // Float32 on the CPU: the same arithmetic in place, one pass per tensor (a float32
+                // parameter's `weights` share its storage, so the parameter itself is updated).
+                let (m, v) = (state.m, state.v);
+                m.inplace_op2(&g, &fused::FirstMoment { beta1: beta1 as f32 })?;
+                v.inplace_op2(&g, &fused::SecondMoment { beta2: beta2 as f32 })?;
+                let update = fused::Update {
+                    decay: (1.0 - lr * weight_decay) as f32,
+                    step_size: step_size as f32,
+                    sqrt_bias_correction2: bias_correction2.sqrt() as f32,
+                    eps: eps as f32,
+                };
+                weights.inplace_op3(&m, &v, &update)?;
+                if low_precision {
+                    var.set(&weights.to_dtype(var.dtype())?)?;
+                }
+                let master = low_precision.then_some(weights);
+                self.state.insert(name.clone(), ParamState { step, m, v, master });
+                continue;
+            }
 
             // Decoupled weight decay, then the moments (torch: exp_avg.lerp_(g, 1-β1),
             // exp_avg_sq.mul_(β2).addcmul_(g, g, value=1-β2)).
@@ -179,9 +209,6 @@ impl AdamW {
             let m = (&state.m + ((&g - &state.m)? * (1.0 - beta1))?)?;
             let v = ((&state.v * beta2)? + (g.sqr()? * (1.0 - beta2))?)?;
 
-            let bias_correction1 = 1.0 - beta1.powi(step as i32);
-            let bias_correction2 = 1.0 - beta2.powi(step as i32);
-            let step_size = lr / bias_correction1;
             let denom = ((v.sqrt()? / bias_correction2.sqrt())? + eps)?;
             let theta = (theta - (m.div(&denom)? * step_size)?)?;
 
@@ -278,6 +305,140 @@ impl AdamW {
             }
         }
         Ok(())
+    }
+}
+
+/// AdamW's and clipping's element-wise work on contiguous float32 CPU tensors, in place: the same
+/// arithmetic as the composed ops (constants rounded to float32 as candle rounds them), without a
+/// fresh tensor per intermediate.
+mod fused {
+    use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor};
+    use rayon::prelude::*;
+
+    const CHUNK: usize = 1 << 14;
+
+    pub fn applies(t: &Tensor) -> bool {
+        t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
+    }
+
+    fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
+        match l.contiguous_offsets() {
+            Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+            None => candle_core::bail!("expected a contiguous tensor"),
+        }
+    }
+
+    fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {
+        let (a, b) =
+            l.contiguous_offsets().ok_or_else(|| candle_core::Error::Msg("expected a contiguous tensor".into()))?;
+        match s {
+            CpuStorage::F32(v) => Ok(&mut v[a..b]),
+            _ => candle_core::bail!("expected a float32 tensor"),
+        }
+    }
+
+    /// Σ x² in float32 (eight partial sums per chunk, chunks summed in order).
+    pub fn sum_sq(t: &Tensor) -> Result<f32> {
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("expected a CPU tensor") };
+        let x = slice(cpu, layout)?;
+        let partial: Vec<f32> = x
+            .par_chunks(CHUNK)
+            .map(|c| {
+                let mut acc = [0f32; 8];
+                let lanes = c.chunks_exact(8);
+                let tail: f32 = lanes.remainder().iter().map(|v| v * v).sum();
+                for l in lanes {
+                    for k in 0..8 {
+                        acc[k] += l[k] * l[k];
+                    }
+                }
+                acc.iter().sum::<f32>() + tail
+            })
+            .collect();
+        Ok(partial.iter().sum())
+    }
+
+    pub struct Scale(pub f32);
+
+    impl InplaceOp1 for Scale {
+        fn name(&self) -> &'static str {
+            "scale"
+        }
+        fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+            slice_mut(s, l)?.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x *= self.0));
+            Ok(())
+        }
+    }
+
+    /// `m += (g - m) · (1 - β1)`.
+    pub struct FirstMoment {
+        pub beta1: f32,
+    }
+
+    impl InplaceOp2 for FirstMoment {
+        fn name(&self) -> &'static str {
+            "adamw-first-moment"
+        }
+        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+            let (m, g) = (slice_mut(s1, l1)?, slice(s2, l2)?);
+            let k = 1.0 - self.beta1;
+            m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
+                m.iter_mut().zip(g).for_each(|(m, &g)| *m += (g - *m) * k);
+            });
+            Ok(())
+        }
+    }
+
+    /// `v = v · β2 + g² · (1 - β2)`.
+    pub struct SecondMoment {
+        pub beta2: f32,
+    }
+
+    impl InplaceOp2 for SecondMoment {
+        fn name(&self) -> &'static str {
+            "adamw-second-moment"
+        }
+        fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+            let (v, g) = (slice_mut(s1, l1)?, slice(s2, l2)?);
+            let k = 1.0 - self.beta2;
+            v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(v, g)| {
+                v.iter_mut().zip(g).for_each(|(v, &g)| *v = *v * self.beta2 + (g * g) * k);
+            });
+            Ok(())
+        }
+    }
+
+    /// `θ = θ · (1 - lr·wd) - m / (√v / √bc2 + eps) · step_size`.
+    pub struct Update {
+        pub decay: f32,
+        pub step_size: f32,
+        pub sqrt_bias_correction2: f32,
+        pub eps: f32,
+    }
+
+    impl InplaceOp3 for Update {
+        fn name(&self) -> &'static str {
+            "adamw-update"
+        }
+        fn cpu_fwd(
+            &self,
+            s1: &mut CpuStorage,
+            l1: &Layout,
+            s2: &CpuStorage,
+            l2: &Layout,
+            s3: &CpuStorage,
+            l3: &Layout,
+        ) -> Result<()> {
+            let (theta, m, v) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
+            theta.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK)).for_each(|((t, m), v)| {
+                for ((t, &m), &v) in t.iter_mut().zip(m).zip(v) {
+                    let denom = v.sqrt() / self.sqrt_bias_correction2 + self.eps;
+                    *t = *t * self.decay - (m / denom) * self.step_size;
+                }
+            });
+            Ok(())
+        }
     }
 }
 

@@ -100,7 +100,7 @@ fn manual_pass_rejects_bad_input() -> Result<()> {
     let err = model.training_pass(&pad_batch(&[vec![1]], 0, model.device())?).err().expect("one position");
     assert!(err.to_string().contains("at least 2 positions"), "{err}");
     let pass = model.training_pass(&pad_batch(&[vec![1, 2, 3]], 0, model.device())?)?;
-    let err = pass.backward(&model, &[1.0]).err().expect("wrong number of weights");
+    let err = pass.backward(&model, &[1.0]).expect_err("wrong number of weights");
     assert!(err.to_string().contains("1 weights for 2 log-probabilities"), "{err}");
     Ok(())
 }

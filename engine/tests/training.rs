@@ -1,12 +1,14 @@
 //! Training parity with PyTorch: 3 full-batch AdamW steps of the weighted-NLL surrogate on the
-//! right-padded parity batch reproduce transformers' losses and pre-clip gradient norms.
+//! right-padded parity batch reproduce transformers' losses and pre-clip gradient norms, through
+//! both training passes ([`Model::training_pass`], hand-written on the CPU in float32, and candle's
+//! autograd).
 //! Runs on `ENGINE_TEST_DEVICE` in `ENGINE_TEST_DTYPE` (default: the CPU in float32).
 
 mod common;
 
 use anyhow::{Context, Result};
 use common::{as_vec, load_for_test, parity_examples, read_json, test_dtype};
-use engine::{clip_grad_norm, pad_batch, token_logprobs, weighted_nll, AdamW, AdamWConfig, DType, Model, Tensor};
+use engine::{clip_grad_norm, pad_batch, AdamW, AdamWConfig, DType, Model, Tensor};
 
 /// Relative bounds on (loss, pre-clip gradient norm) against PyTorch's float32 run.
 ///
@@ -48,9 +50,13 @@ fn train_step(
     mask: &[f32],
     objective: &str,
     max_grad_norm: f64,
+    autograd: bool,
 ) -> Result<(f64, f64)> {
-    let logp = token_logprobs(&model.forward(ids)?, ids)?;
-    let lp: Vec<f32> = logp.flatten_all()?.to_vec1()?;
+    let pass = match autograd {
+        true => model.training_pass_autograd(ids)?,
+        false => model.training_pass(ids)?,
+    };
+    let lp = pass.logp()?;
     let n: f32 = mask.iter().sum();
 
     // Per included token: f (reported) and s (the stop-gradient weight), as the plugins give.
@@ -67,8 +73,7 @@ fn train_step(
         f_sum += f as f64;
         weights[i] = s / n;
     }
-    let w = Tensor::from_vec(weights, logp.dims(), model.device())?;
-    let mut grads = model.backward(&weighted_nll(&logp, &w)?)?;
+    let mut grads = pass.backward(model, &weights)?;
     let norm = clip_grad_norm(&mut grads, max_grad_norm)?;
     opt.step(model.params(), &grads)?;
     Ok((f_sum / n as f64, norm))
@@ -84,28 +89,43 @@ fn check(model_name: &str, objective: &str) -> Result<()> {
         eps: json["eps"].as_f64().context("eps")?,
         weight_decay: json["weight_decay"].as_f64().context("weight_decay")?,
     };
-    let max_grad_norm = json["max_grad_norm"].as_f64().context("max_grad_norm")?;
-    let want_losses = as_vec(&json["losses"])?;
-    let want_norms = as_vec(&json["grad_norms"])?;
 
     // The training examples are the parity examples, whose token ids that fixture records.
     let examples = parity_examples(model_name)?;
+    for autograd in [false, true] {
+        check_path(model_name, objective, &json, &examples, config, autograd)?;
+    }
+    Ok(())
+}
+
+fn check_path(
+    model_name: &str,
+    objective: &str,
+    json: &serde_json::Value,
+    examples: &[common::Example],
+    config: AdamWConfig,
+    autograd: bool,
+) -> Result<()> {
+    let max_grad_norm = json["max_grad_norm"].as_f64().context("max_grad_norm")?;
+    let want_losses = as_vec(&json["losses"])?;
+    let want_norms = as_vec(&json["grad_norms"])?;
     let model = load_for_test(model_name)?;
+    let path = if autograd { "autograd" } else { "training pass" };
     let (loss_tol, norm_tol) = tolerances();
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let ids = pad_batch(&rows, 0, model.device())?;
-    let mask = loss_mask(&examples, ids.dim(1)?);
+    let mask = loss_mask(examples, ids.dim(1)?);
     let n = mask.iter().sum::<f32>() as u64;
     assert_eq!(Some(n), json["num_loss_tokens"].as_u64());
 
     let mut opt = AdamW::new(config);
     for step in 0..want_losses.len() {
-        let (loss, norm) = train_step(&model, &mut opt, &ids, &mask, objective, max_grad_norm)?;
+        let (loss, norm) = train_step(&model, &mut opt, &ids, &mask, objective, max_grad_norm, autograd)?;
         let (wl, wn) = (want_losses[step], want_norms[step]);
         let (rl, rn) = ((loss - wl).abs() / wl.abs(), (norm - wn).abs() / wn.abs());
-        eprintln!("{model_name}-{objective} step {}: loss {loss} vs {wl} (rel {rl:.2e}), grad norm {norm} vs {wn} (rel {rn:.2e})", step + 1);
-        assert!(rl < loss_tol, "{model_name}-{objective} step {}: loss {loss} vs {wl}", step + 1);
-        assert!(rn < norm_tol, "{model_name}-{objective} step {}: grad norm {norm} vs {wn}", step + 1);
+        eprintln!("{model_name}-{objective} ({path}) step {}: loss {loss} vs {wl} (rel {rl:.2e}), grad norm {norm} vs {wn} (rel {rn:.2e})", step + 1);
+        assert!(rl < loss_tol, "{model_name}-{objective} ({path}) step {}: loss {loss} vs {wl}", step + 1);
+        assert!(rn < norm_tol, "{model_name}-{objective} ({path}) step {}: grad norm {norm} vs {wn}", step + 1);
     }
     Ok(())
 }

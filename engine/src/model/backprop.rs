@@ -27,6 +27,9 @@ pub(super) struct Tape {
     batch: usize,
     time: usize,
     ids: Vec<u32>,
+    /// Rope tables `[T, head_dim]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
     layers: Vec<LayerTape>,
     /// Input of the final norm, its inverse RMS per row, and its output.
     x_final: Vec<f32>,
@@ -242,6 +245,8 @@ pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> 
         batch,
         time,
         ids: ids.to_vec(),
+        cos,
+        sin,
         layers,
         x_final: x,
         inv_rms_final,
@@ -283,12 +288,13 @@ impl Tape {
 /// Gradients of `-Σ weights · logp` (`weights` `[B, T-1]`, treated as constants) for every
 /// parameter, keyed by Hugging Face name.
 pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Grads> {
-    let Tape { batch, time, ids, layers, x_final, inv_rms_final, normed_final, mut logits, logsumexp, .. } = tape;
+    let Tape {
+        batch, time, ids, cos, sin, layers, x_final, inv_rms_final, normed_final, mut logits, logsumexp, ..
+    } = tape;
     if weights.len() != batch * (time - 1) {
         bail!("{} weights for {} log-probabilities", weights.len(), batch * (time - 1));
     }
     let dims = Dims::new(model, batch, time);
-    let (cos, sin) = rope_tables(model, time)?;
     let mut grads = GradBuffers::default();
 
     // d(-w·logp)/d logits = w · (softmax - onehot(target)); the last position predicts nothing.

@@ -21,6 +21,10 @@ use rayon::prelude::*;
 
 use super::{Block, Linear, Model};
 use crate::optim::Grads;
+use buffers::Buf;
+
+mod buffers;
+mod kernels;
 
 /// What the forward pass keeps for the backward pass (everything `[B·T, ·]`, row-major).
 pub(super) struct Tape {
@@ -32,34 +36,34 @@ pub(super) struct Tape {
     sin: Vec<f32>,
     layers: Vec<LayerTape>,
     /// Input of the final norm, its inverse RMS per row, and its output.
-    x_final: Vec<f32>,
-    inv_rms_final: Vec<f32>,
-    normed_final: Vec<f32>,
+    x_final: Buf,
+    inv_rms_final: Buf,
+    normed_final: Buf,
     /// `[B·T, V]`; the backward pass turns them into their gradient in place.
-    logits: Vec<f32>,
+    logits: Buf,
     /// Log-sum-exp of each row of `logits`.
-    logsumexp: Vec<f32>,
+    logsumexp: Buf,
     /// `[B, T-1]`: log-probability of each next token.
     logp: Vec<f32>,
 }
 
 struct LayerTape {
-    x_in: Vec<f32>,
-    inv_rms1: Vec<f32>,
-    h1: Vec<f32>,
+    x_in: Buf,
+    inv_rms1: Buf,
+    h1: Buf,
     /// Queries and keys after rope.
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    q: Buf,
+    k: Buf,
+    v: Buf,
     /// Attention probabilities `[B, heads, T, T]` (zero above the diagonal).
-    probs: Vec<f32>,
-    attn_out: Vec<f32>,
-    x_mid: Vec<f32>,
-    inv_rms2: Vec<f32>,
-    h2: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    act: Vec<f32>,
+    probs: Buf,
+    attn_out: Buf,
+    x_mid: Buf,
+    inv_rms2: Buf,
+    h2: Buf,
+    gate: Buf,
+    up: Buf,
+    act: Buf,
 }
 
 /// Whether the hand-written pass applies to `model`: float32 parameters on the CPU.
@@ -193,7 +197,7 @@ pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> 
     }
     let (cos, sin) = rope_tables(model, time)?;
     let embed = Param::new(model.embed_tokens.as_tensor())?;
-    let mut x = vec![0f32; dims.rows * dims.hidden];
+    let mut x = Buf::stale(dims.rows * dims.hidden);
     for (row, &id) in x.chunks_mut(dims.hidden).zip(ids) {
         row.copy_from_slice(&embed.data()[id as usize * dims.hidden..(id as usize + 1) * dims.hidden]);
     }
@@ -224,7 +228,7 @@ pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> 
     let norm = Param::new(model.norm.as_tensor())?;
     let (inv_rms_final, normed_final) = rms_norm(&x, norm.data(), dims.hidden, dims.eps);
     let head = Param::new(model.lm_head.as_tensor())?;
-    let mut logits = vec![0f32; dims.rows * dims.vocab];
+    let mut logits = Buf::stale(dims.rows * dims.vocab);
     matmul(
         &mut logits,
         dims.vocab,
@@ -266,20 +270,10 @@ impl Tape {
     /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each.
     pub(super) fn entropy_and_top1(&self) -> (Vec<f32>, Vec<f32>) {
         let vocab = self.logits.len() / (self.batch * self.time);
-        let n = self.batch * (self.time - 1);
-        let mut out = vec![(0f32, 0f32); n];
+        let mut out = vec![(0f32, 0f32); self.batch * (self.time - 1)];
         out.par_iter_mut().enumerate().for_each(|(i, o)| {
             let r = (i / (self.time - 1)) * self.time + i % (self.time - 1);
-            let row = &self.logits[r * vocab..(r + 1) * vocab];
-            let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let (mut sum, mut weighted) = (0f32, 0f32);
-            for &l in row {
-                let e = (l - max).exp();
-                sum += e;
-                weighted += e * (l - max);
-            }
-            // H = log Σe - Σ p z with z = logits - max; the top-1 probability is e^0 / Σe.
-            *o = (sum.ln() - weighted / sum, 1.0 / sum);
+            *o = kernels::entropy_and_top1(&self.logits[r * vocab..(r + 1) * vocab]);
         });
         out.into_iter().unzip()
     }
@@ -306,16 +300,12 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
             return;
         }
         let w = weights[(r / time) * (time - 1) + t];
-        let lse = logsumexp[r];
-        for l in row.iter_mut() {
-            *l = w * (*l - lse).exp();
-        }
-        row[ids[r + 1] as usize] -= w;
+        kernels::nll_logits_grad_row(row, logsumexp[r], w, ids[r + 1] as usize);
     });
     let d_logits = logits;
 
     let head = Param::new(model.lm_head.as_tensor())?;
-    let mut dx = vec![0f32; dims.rows * dims.hidden];
+    let mut dx = Buf::stale(dims.rows * dims.hidden);
     matmul(
         &mut dx,
         dims.hidden,
@@ -419,6 +409,17 @@ impl<'a> Mat<'a> {
         Mat { data, rows: cols, cols: rows, row_stride: 1, col_stride: cols }
     }
 
+    /// The transpose view.
+    fn t(self) -> Mat<'a> {
+        Mat {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
     fn last_index(&self) -> usize {
         (self.rows.max(1) - 1) * self.row_stride + (self.cols.max(1) - 1) * self.col_stride
     }
@@ -471,11 +472,11 @@ fn matmul(dst: &mut [f32], dst_stride: usize, accumulate: bool, lhs: Mat, rhs: M
 }
 
 /// `x · Wᵀ + b` for `x` `[rows, in]` and a `[out, in]` weight.
-fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Vec<f32> {
+fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Buf {
     let w = p.weight.data();
     let in_dim = x.len() / rows;
     let out_dim = w.len() / in_dim;
-    let mut y = vec![0f32; rows * out_dim];
+    let mut y = Buf::stale(rows * out_dim);
     if let Some(b) = &p.bias {
         y.chunks_mut(out_dim).for_each(|row| row.copy_from_slice(b.data()));
     }
@@ -484,8 +485,8 @@ fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Vec<f32> {
 }
 
 /// Accumulates `dW += dyᵀ · x` (and `db += Σ_rows dy`), and returns `dx = dy · W`.
-fn linear_backward(dy: &[f32], x: &[f32], p: &LinearParams, rows: usize, grads: &mut GradBuffers) -> Vec<f32> {
-    let mut dx = vec![0f32; x.len()];
+fn linear_backward(dy: &[f32], x: &[f32], p: &LinearParams, rows: usize, grads: &mut GradBuffers) -> Buf {
+    let mut dx = Buf::stale(x.len());
     linear_backward_impl(&mut dx, false, dy, x, p, rows, grads);
     dx
 }
@@ -510,7 +511,7 @@ fn linear_backward_impl(
     if let Some(id) = p.bias_id {
         let db = grads.get(id, out_dim);
         for row in dy.chunks(out_dim) {
-            add_in_place(db, row);
+            kernels::add_assign(db, row);
         }
     }
 }
@@ -520,18 +521,7 @@ fn weight_grad(dw: &mut [f32], dy: &[f32], x: &[f32], rows: usize, out_dim: usiz
     matmul(dw, in_dim, true, Mat::transposed(dy, rows, out_dim), Mat::rows(x, rows, in_dim), true);
 }
 
-fn add_in_place(acc: &mut [f32], x: &[f32]) {
-    if acc.len() >= PAR_MIN {
-        acc.par_chunks_mut(CHUNK)
-            .zip(x.par_chunks(CHUNK))
-            .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, x)| *a += x));
-    } else {
-        acc.iter_mut().zip(x).for_each(|(a, x)| *a += x);
-    }
-}
-
-/// Element-wise work below this many values stays on the calling thread.
-const PAR_MIN: usize = 1 << 15;
+/// Element-wise work is split into tasks of about this many values.
 const CHUNK: usize = 1 << 13;
 
 /// Rows per parallel task, so that a task holds about `CHUNK` values.
@@ -539,98 +529,65 @@ fn rows_per_task(width: usize) -> usize {
     (CHUNK / width.max(1)).max(1)
 }
 
+/// `acc += x`, element-wise.
+fn add_in_place(acc: &mut [f32], x: &[f32]) {
+    acc.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(a, x)| kernels::add_assign(a, x));
+}
+
 /// `(1 / rms, w · x / rms)` per row of width `h`.
-fn rms_norm(x: &[f32], w: &[f32], h: usize, eps: f32) -> (Vec<f32>, Vec<f32>) {
+fn rms_norm(x: &[f32], w: &[f32], h: usize, eps: f32) -> (Buf, Buf) {
     let rows = x.len() / h;
-    let mut inv = vec![0f32; rows];
-    let mut y = vec![0f32; x.len()];
+    let mut inv = Buf::stale(rows);
+    let mut y = Buf::stale(x.len());
     let per = rows_per_task(h);
     y.par_chunks_mut(per * h).zip(inv.par_chunks_mut(per)).enumerate().for_each(|(task, (y, inv))| {
         for (i, (out, inv)) in y.chunks_mut(h).zip(inv.iter_mut()).enumerate() {
             let r = task * per + i;
-            let row = &x[r * h..(r + 1) * h];
-            *inv = 1.0 / (sum_sq(row) / h as f32 + eps).sqrt();
-            for ((o, &v), &wj) in out.iter_mut().zip(row).zip(w) {
-                *o = (v * *inv) * wj;
-            }
+            *inv = kernels::rms_norm_row(&x[r * h..(r + 1) * h], w, eps, out);
         }
     });
     (inv, y)
 }
 
 /// `(dx, dw)` of RMSNorm: `dx = inv · (g·w - x · inv² · mean(g·w·x))`, `dw = Σ_rows g · x · inv`.
-fn rms_norm_backward(g: &[f32], x: &[f32], inv: &[f32], w: &[f32], h: usize) -> (Vec<f32>, Vec<f32>) {
-    let mut dx = vec![0f32; x.len()];
+fn rms_norm_backward(g: &[f32], x: &[f32], inv: &[f32], w: &[f32], h: usize) -> (Buf, Vec<f32>) {
+    let mut dx = Buf::stale(x.len());
     let per = rows_per_task(h);
     dx.par_chunks_mut(per * h).enumerate().for_each(|(task, dx)| {
         for (i, out) in dx.chunks_mut(h).enumerate() {
             let r = task * per + i;
-            let (xr, gr, ir) = (&x[r * h..(r + 1) * h], &g[r * h..(r + 1) * h], inv[r]);
-            let mut proj = 0f32;
-            for j in 0..h {
-                proj += gr[j] * w[j] * xr[j];
-            }
-            let c = proj * ir * ir / h as f32;
-            for j in 0..h {
-                out[j] = ir * (gr[j] * w[j] - xr[j] * c);
-            }
+            kernels::rms_norm_backward_row(&g[r * h..(r + 1) * h], &x[r * h..(r + 1) * h], w, inv[r], out);
         }
     });
     let mut dw = vec![0f32; h];
     for ((xr, gr), &ir) in x.chunks(h).zip(g.chunks(h)).zip(inv) {
-        for j in 0..h {
-            dw[j] += gr[j] * (xr[j] * ir);
-        }
+        kernels::rms_norm_weight_grad_row(&mut dw, gr, xr, ir);
     }
     (dx, dw)
-}
-
-fn sum_sq(x: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    let chunks = x.chunks_exact(8);
-    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] += c[k] * c[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Rope in place on `[B·T, heads·d]` (position = row mod T), or with `inverse` its transpose
 /// (the backward pass).
 fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], dims: Dims, heads: usize, inverse: bool) {
     let (d, time) = (dims.head_dim, dims.time);
-    let (half, width) = (d / 2, heads * d);
+    let width = heads * d;
     let per = rows_per_task(width);
     x.par_chunks_mut(per * width).enumerate().for_each(|(task, rows)| {
         for (i, row) in rows.chunks_mut(width).enumerate() {
             let pos = (task * per + i) % time;
-            let (c, s) = (&cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d]);
-            for head in row.chunks_mut(d) {
-                for i in 0..half {
-                    let (a, b) = (head[i], head[i + half]);
-                    if inverse {
-                        head[i] = a * c[i] + b * s[i + half];
-                        head[i + half] = b * c[i + half] - a * s[i];
-                    } else {
-                        head[i] = a * c[i] - b * s[i];
-                        head[i + half] = b * c[i + half] + a * s[i + half];
-                    }
-                }
-            }
+            kernels::rope_row(row, &cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d], d, inverse);
         }
     });
 }
 
 /// Causal grouped-query attention: returns the probabilities `[B, heads, T, T]` and the output
 /// `[B·T, heads·d]`. Per-head slices of `q`, `k`, `v` are read in place through strides.
-fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>) {
+fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Buf, Buf) {
     let (t, d) = (dims.time, dims.head_dim);
     let (qw, kvw) = (dims.q_width(), dims.kv_width());
     let scale = 1.0 / (d as f32).sqrt();
-    let mut probs = vec![0f32; dims.batch * dims.heads * t * t];
-    let mut out = vec![0f32; dims.rows * qw];
+    let mut probs = Buf::stale(dims.batch * dims.heads * t * t);
+    let mut out = Buf::stale(dims.rows * qw);
     let out_base = SendPtr(out.as_mut_ptr());
     probs.par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
         let (b, h) = (bh / dims.heads, bh % dims.heads);
@@ -638,17 +595,9 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>
         let q_bh = head_view(q, b, h, dims, qw);
         let k_bkv = head_view(k, b, kv, dims, kvw);
         let v_bkv = head_view(v, b, kv, dims, kvw);
-        matmul(p, t, false, q_bh, Mat { data: k_bkv.data, rows: d, cols: t, row_stride: 1, col_stride: kvw }, false);
+        matmul(p, t, false, q_bh, k_bkv.t(), false);
         for (i, row) in p.chunks_mut(t).enumerate() {
-            let visible = &mut row[..=i];
-            let max = visible.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s * scale));
-            let mut sum = 0f32;
-            for s in visible.iter_mut() {
-                *s = (*s * scale - max).exp();
-                sum += *s;
-            }
-            visible.iter_mut().for_each(|s| *s /= sum);
-            row[i + 1..].fill(0.0);
+            kernels::causal_softmax_row(row, i + 1, scale);
         }
         // SAFETY: task (b, h) writes only rows b·T..(b+1)·T, columns h·d..(h+1)·d of `out`.
         let dst = unsafe { out_base.slice(b * t * qw + h * d, (t - 1) * qw + d) };
@@ -658,20 +607,14 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Vec<f32>, Vec<f32>
 }
 
 /// `(dq, dk, dv)` of [`attention`] given the gradient at its output.
-fn attention_backward(
-    d_out: &[f32],
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    probs: &[f32],
-    dims: Dims,
-) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn attention_backward(d_out: &[f32], q: &[f32], k: &[f32], v: &[f32], probs: &[f32], dims: Dims) -> (Buf, Buf, Buf) {
     let (t, d, groups) = (dims.time, dims.head_dim, dims.groups());
     let (qw, kvw) = (dims.q_width(), dims.kv_width());
     let scale = 1.0 / (d as f32).sqrt();
-    let mut dq = vec![0f32; q.len()];
-    let mut dk = vec![0f32; k.len()];
-    let mut dv = vec![0f32; v.len()];
+    // dq is written in full (every head's columns); dk and dv accumulate over the heads of a group.
+    let mut dq = Buf::stale(q.len());
+    let mut dk = Buf::zeros(k.len());
+    let mut dv = Buf::zeros(v.len());
     let (dq_base, dk_base, dv_base) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
     // One task per (batch row, kv head): it owns that kv head's dk, dv and its query heads' dq.
     (0..dims.batch * dims.kv_heads).into_par_iter().for_each(|bkv| {
@@ -682,29 +625,18 @@ fn attention_backward(
         // and columns h·d..(h+1)·d of dq for its own query heads h.
         let dk_bkv = unsafe { dk_base.slice(b * t * kvw + kv * d, (t - 1) * kvw + d) };
         let dv_bkv = unsafe { dv_base.slice(b * t * kvw + kv * d, (t - 1) * kvw + d) };
-        let mut d_scores = vec![0f32; t * t];
+        let mut d_scores = Buf::stale(t * t);
         for h in kv * groups..(kv + 1) * groups {
-            let p = Mat::rows(&probs[(b * dims.heads + h) * t * t..][..t * t], t, t);
+            let p = &probs[(b * dims.heads + h) * t * t..][..t * t];
             let do_bh = head_view(d_out, b, h, dims, qw);
             // dv += pᵀ · d_out; dp = d_out · vᵀ.
-            matmul(dv_bkv, kvw, true, Mat::transposed(p.data, t, t), do_bh, false);
-            matmul(
-                &mut d_scores,
-                t,
-                false,
-                do_bh,
-                Mat { data: v_bkv.data, rows: d, cols: t, row_stride: 1, col_stride: kvw },
-                false,
-            );
-            // Softmax backward, with the scale: ds = scale · p · (dp - Σ dp·p).
-            for (i, (ds, pr)) in d_scores.chunks_mut(t).zip(p.data.chunks(t)).enumerate() {
-                let c: f32 = ds[..=i].iter().zip(&pr[..=i]).map(|(g, p)| g * p).sum();
-                for j in 0..=i {
-                    ds[j] = scale * pr[j] * (ds[j] - c);
-                }
-                ds[i + 1..].fill(0.0);
+            matmul(dv_bkv, kvw, true, Mat::transposed(p, t, t), do_bh, false);
+            matmul(&mut d_scores, t, false, do_bh, v_bkv.t(), false);
+            for (i, (ds, pr)) in d_scores.chunks_mut(t).zip(p.chunks(t)).enumerate() {
+                kernels::causal_softmax_backward_row(ds, pr, i + 1, scale);
             }
             // dq = ds · k; dk += dsᵀ · q.
+            // SAFETY: see above (query head h belongs to this task's kv head).
             let dq_bh = unsafe { dq_base.slice(b * t * qw + h * d, (t - 1) * qw + d) };
             matmul(dq_bh, qw, false, Mat::rows(&d_scores, t, t), k_bkv, false);
             matmul(dk_bkv, kvw, true, Mat::transposed(&d_scores, t, t), head_view(q, b, h, dims, qw), false);
@@ -738,49 +670,28 @@ impl SendPtr {
 }
 
 /// `silu(gate) · up`.
-fn swiglu(gate: &[f32], up: &[f32]) -> Vec<f32> {
-    let mut y = vec![0f32; gate.len()];
-    y.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-        let lo = c * CHUNK;
-        for (i, o) in out.iter_mut().enumerate() {
-            let x = gate[lo + i];
-            *o = (x / (1.0 + (-x).exp())) * up[lo + i];
-        }
+fn swiglu(gate: &[f32], up: &[f32]) -> Buf {
+    let mut y = Buf::stale(gate.len());
+    y.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK)).zip(up.par_chunks(CHUNK)).for_each(|((out, gate), up)| {
+        kernels::swiglu(gate, up, out);
     });
     y
 }
 
-/// `(d gate, d up)`: `d up = g · silu(x)`, `d gate = g · up · σ(x) · (1 + x · (1 - σ(x)))`.
-fn swiglu_backward(g: &[f32], gate: &[f32], up: &[f32]) -> (Vec<f32>, Vec<f32>) {
-    let mut d_gate = vec![0f32; gate.len()];
-    let mut d_up = vec![0f32; gate.len()];
+/// `(d gate, d up)` of [`swiglu`].
+fn swiglu_backward(g: &[f32], gate: &[f32], up: &[f32]) -> (Buf, Buf) {
+    let mut d_gate = Buf::stale(gate.len());
+    let mut d_up = Buf::stale(gate.len());
     d_gate.par_chunks_mut(CHUNK).zip(d_up.par_chunks_mut(CHUNK)).enumerate().for_each(|(c, (dg, du))| {
-        let lo = c * CHUNK;
-        for i in 0..dg.len() {
-            let x = gate[lo + i];
-            let sig = 1.0 / (1.0 + (-x).exp());
-            du[i] = g[lo + i] * (x * sig);
-            dg[i] = g[lo + i] * up[lo + i] * (sig * (1.0 + x * (1.0 - sig)));
-        }
+        let range = c * CHUNK..c * CHUNK + dg.len();
+        kernels::swiglu_backward(&g[range.clone()], &gate[range.clone()], &up[range], dg, du);
     });
     (d_gate, d_up)
 }
 
-/// `log Σ exp(row)` per row of width `width` (max shifted out).
-fn row_logsumexp(x: &[f32], width: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len() / width];
-    out.par_iter_mut().enumerate().for_each(|(r, o)| {
-        let row = &x[r * width..(r + 1) * width];
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut acc = [0f32; 8];
-        let chunks = row.chunks_exact(8);
-        let tail: f32 = chunks.remainder().iter().map(|&v| (v - max).exp()).sum();
-        for c in chunks {
-            for k in 0..8 {
-                acc[k] += (c[k] - max).exp();
-            }
-        }
-        *o = (acc.iter().sum::<f32>() + tail).ln() + max;
-    });
+/// `log Σ exp(row)` per row of width `width`.
+fn row_logsumexp(x: &[f32], width: usize) -> Buf {
+    let mut out = Buf::stale(x.len() / width);
+    out.par_iter_mut().enumerate().for_each(|(r, o)| *o = kernels::logsumexp(&x[r * width..(r + 1) * width]));
     out
 }

@@ -1,0 +1,318 @@
+//! The training pass's element-wise and row kernels, each compiled for AVX-512, for AVX2+FMA and
+//! for the baseline target, the best one picked at run time.
+//!
+//! The crate builds for baseline x86-64 (SSE2), where these loops would run four lanes wide and
+//! `exp` would be a libm call per element. Reductions keep sixteen explicit partial sums, so that
+//! they vectorise and give the same result whichever copy runs; `exp` is a branch-free Cephes
+//! polynomial (within 2 ulp of libm's on the ranges used here) that vectorises too.
+
+/// Defines `fn $name` whose body is compiled three times (AVX-512F, AVX2+FMA, baseline); each call
+/// runs the best copy the CPU supports.
+macro_rules! multiversion {
+    ($(#[$attr:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$attr])*
+        pub fn $name($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                    portable($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the features this copy was compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            portable($($arg),*)
+        }
+    };
+}
+
+const LANES: usize = 16;
+
+/// `e^x` (Cephes' `expf`: range reduction by ln 2, degree-6 polynomial, exponent by bit shift).
+/// Inputs are clamped to [-87, 88], so the result is finite and positive for finite `x` (below -87,
+/// about 1.6e-38 instead of a smaller number or 0; above 88, 1.7e38 instead of more or infinity).
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest by adding and removing 1.5 · 2^23 (branch-free, vectorises).
+    let n = (x * std::f32::consts::LOG2_E + 12_582_912.0) - 12_582_912.0;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn lanes_sum(acc: [f32; LANES]) -> f32 {
+    acc.iter().sum()
+}
+
+#[inline(always)]
+fn max_of(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] = acc[k].max(c[k]);
+        }
+    }
+    acc.iter().fold(tail, |m, &v| m.max(v))
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut acc = [0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for k in 0..LANES {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    lanes_sum(acc) + tail
+}
+
+/// `Σ e^(x - shift)`.
+#[inline(always)]
+fn sum_exp(x: &[f32], shift: f32) -> f32 {
+    let mut acc = [0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| exp(v - shift)).sum();
+    for c in chunks {
+        for k in 0..LANES {
+            acc[k] += exp(c[k] - shift);
+        }
+    }
+    lanes_sum(acc) + tail
+}
+
+multiversion! {
+    /// `acc += x`.
+    pub fn add_assign(acc: &mut [f32], x: &[f32]) {
+        for (a, &v) in acc.iter_mut().zip(x) {
+            *a += v;
+        }
+    }
+}
+
+multiversion! {
+    /// One RMSNorm row: writes `w · x / rms` to `out` and returns `1 / rms`.
+    pub fn rms_norm_row(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> f32 {
+        let inv = 1.0 / (dot(x, x) / x.len() as f32 + eps).sqrt();
+        for ((o, &v), &wj) in out.iter_mut().zip(x).zip(w) {
+            *o = (v * inv) * wj;
+        }
+        inv
+    }
+}
+
+multiversion! {
+    /// One RMSNorm backward row: `dx = inv · (g·w - x · inv² · mean(g·w·x))`.
+    pub fn rms_norm_backward_row(g: &[f32], x: &[f32], w: &[f32], inv: f32, dx: &mut [f32]) {
+        let mut acc = [0f32; LANES];
+        let n = x.len();
+        let full = n - n % LANES;
+        for j in (0..full).step_by(LANES) {
+            for k in 0..LANES {
+                acc[k] += g[j + k] * w[j + k] * x[j + k];
+            }
+        }
+        let tail: f32 = (full..n).map(|j| g[j] * w[j] * x[j]).sum();
+        let c = (lanes_sum(acc) + tail) * inv * inv / n as f32;
+        for j in 0..n {
+            dx[j] = inv * (g[j] * w[j] - x[j] * c);
+        }
+    }
+}
+
+multiversion! {
+    /// `dw += g · x · inv` for one row.
+    pub fn rms_norm_weight_grad_row(dw: &mut [f32], g: &[f32], x: &[f32], inv: f32) {
+        for ((d, &gj), &xj) in dw.iter_mut().zip(g).zip(x) {
+            *d += gj * (xj * inv);
+        }
+    }
+}
+
+multiversion! {
+    /// Rope on the heads of one row (`inverse`: the transposed rotation, rope's backward).
+    pub fn rope_row(row: &mut [f32], cos: &[f32], sin: &[f32], head_dim: usize, inverse: bool) {
+        let half = head_dim / 2;
+        let (c1, c2) = cos.split_at(half);
+        let (s1, s2) = sin.split_at(half);
+        for head in row.chunks_exact_mut(head_dim) {
+            let (a, b) = head.split_at_mut(half);
+            for i in 0..half {
+                let (x, y) = (a[i], b[i]);
+                if inverse {
+                    a[i] = x * c1[i] + y * s2[i];
+                    b[i] = y * c2[i] - x * s1[i];
+                } else {
+                    a[i] = x * c1[i] - y * s1[i];
+                    b[i] = y * c2[i] + x * s2[i];
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Softmax of `scale · row[..visible]` in place; the rest of the row (masked keys) becomes 0.
+    pub fn causal_softmax_row(row: &mut [f32], visible: usize, scale: f32) {
+        let (seen, hidden) = row.split_at_mut(visible);
+        let max = max_of(seen) * scale;
+        let mut acc = [0f32; LANES];
+        let n = seen.len();
+        let full = n - n % LANES;
+        for j in (0..full).step_by(LANES) {
+            for k in 0..LANES {
+                let e = exp(seen[j + k] * scale - max);
+                seen[j + k] = e;
+                acc[k] += e;
+            }
+        }
+        let mut sum = lanes_sum(acc);
+        for s in &mut seen[full..] {
+            *s = exp(*s * scale - max);
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        seen.iter_mut().for_each(|s| *s *= inv);
+        hidden.fill(0.0);
+    }
+}
+
+multiversion! {
+    /// Softmax backward with the scale, in place on `d[..visible]`: `ds = scale · p · (dp - Σ dp·p)`.
+    pub fn causal_softmax_backward_row(d: &mut [f32], p: &[f32], visible: usize, scale: f32) {
+        let (seen, hidden) = d.split_at_mut(visible);
+        let c = dot(seen, &p[..visible]);
+        for (ds, &pj) in seen.iter_mut().zip(p) {
+            *ds = scale * pj * (*ds - c);
+        }
+        hidden.fill(0.0);
+    }
+}
+
+multiversion! {
+    /// `silu(gate) · up` over a chunk.
+    pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        for ((o, &x), &u) in out.iter_mut().zip(gate).zip(up) {
+            *o = (x / (1.0 + exp(-x))) * u;
+        }
+    }
+}
+
+multiversion! {
+    /// `d up = g · silu(x)`, `d gate = g · up · σ(x) · (1 + x · (1 - σ(x)))` over a chunk.
+    pub fn swiglu_backward(g: &[f32], gate: &[f32], up: &[f32], d_gate: &mut [f32], d_up: &mut [f32]) {
+        for i in 0..d_gate.len() {
+            let x = gate[i];
+            let sig = 1.0 / (1.0 + exp(-x));
+            d_up[i] = g[i] * (x * sig);
+            d_gate[i] = g[i] * up[i] * (sig * (1.0 + x * (1.0 - sig)));
+        }
+    }
+}
+
+multiversion! {
+    /// `log Σ exp(row)`, the max shifted out.
+    pub fn logsumexp(row: &[f32]) -> f32 {
+        let max = max_of(row);
+        sum_exp(row, max).ln() + max
+    }
+}
+
+multiversion! {
+    /// The gradient of `-w · log softmax(row)[target]` in place: `w · (softmax(row) - onehot(target))`,
+    /// with `lse` the row's log-sum-exp.
+    pub fn nll_logits_grad_row(row: &mut [f32], lse: f32, w: f32, target: usize) {
+        for l in row.iter_mut() {
+            *l = w * exp(*l - lse);
+        }
+        row[target] -= w;
+    }
+}
+
+multiversion! {
+    /// `(entropy, top-1 probability)` of `softmax(row)`: `H = log Σe - Σ p·z` with `z = row - max`.
+    pub fn entropy_and_top1(row: &[f32]) -> (f32, f32) {
+        let max = max_of(row);
+        let (mut sum, mut weighted) = ([0f32; LANES], [0f32; LANES]);
+        let chunks = row.chunks_exact(LANES);
+        let (mut sum_tail, mut weighted_tail) = (0f32, 0f32);
+        for &l in chunks.remainder() {
+            let z = l - max;
+            let e = exp(z);
+            sum_tail += e;
+            weighted_tail += e * z;
+        }
+        for c in chunks {
+            for k in 0..LANES {
+                let z = c[k] - max;
+                let e = exp(z);
+                sum[k] += e;
+                weighted[k] += e * z;
+            }
+        }
+        let (sum, weighted) = (lanes_sum(sum) + sum_tail, lanes_sum(weighted) + weighted_tail);
+        (sum.ln() - weighted / sum, 1.0 / sum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_a_few_ulp_of_libm() {
+        let mut worst = 0f32;
+        for i in -87_000..88_000 {
+            let x = i as f32 / 1000.0 + 0.000_37;
+            let (got, want) = (exp(x), x.exp());
+            worst = worst.max(((got - want) / want).abs());
+        }
+        assert!(worst < 3.0 * f32::EPSILON, "relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(f32::NAN).is_nan());
+        // Beyond the clamp: finite, and tiny or huge as the true value is (softmax and sigmoid need no more).
+        assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
+        assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_match_the_definition() {
+        let row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
+        let mut p = row.clone();
+        causal_softmax_row(&mut p, 30, 0.5);
+        let denom: f64 = row[..30].iter().map(|&v| (0.5 * v as f64).exp()).sum();
+        for j in 0..30 {
+            let want = (0.5 * row[j] as f64).exp() / denom;
+            assert!((p[j] as f64 - want).abs() < 1e-6, "{j}: {} vs {want}", p[j]);
+        }
+        assert!(p[30..].iter().all(|&v| v == 0.0));
+        let lse = logsumexp(&row) as f64;
+        let want = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
+        assert!((lse - want).abs() < 1e-5);
+    }
+}

@@ -5,6 +5,8 @@
 //! * [`config`]: reading Hugging Face `config.json` (Qwen2, Llama; both hub layouts);
 //! * [`model`]: a differentiable decoder with parameters keyed by Hugging Face names, and the
 //!   per-token log-probabilities (plus entropy / top-1 probability) computed from its logits;
+//!   [`Model::training_pass`] is the training step's forward and backward (hand-written for
+//!   float32 on the CPU, candle's autograd elsewhere);
 //! * [`generate`]: batched sampling / greedy decoding with a KV cache, for evaluation;
 //! * [`ops`]: the differentiable building blocks (RMSNorm, rope, softmax, ...);
 //! * [`optim`]: named gradients, global-norm clipping and AdamW, matching PyTorch (float32 master
@@ -21,9 +23,10 @@
 //! let model = Model::load("tests/fixtures/qwen2-tiny", &Device::Cpu)?;
 //! let mut opt = AdamW::new(AdamWConfig::default());
 //! let ids = engine::pad_batch(&[vec![5, 6, 7, 0]], 0, model.device())?;
-//! let logp = engine::token_logprobs(&model.forward(&ids)?, &ids)?; // [B, T-1]
-//! let w = logp.ones_like()?; // mask · sg(s) / N, from the objective
-//! let mut grads = model.backward(&engine::weighted_nll(&logp, &w)?)?;
+//! let pass = model.training_pass(&ids)?;
+//! let logp = pass.logp()?; // [B, T-1], row-major
+//! let w = vec![1.0 / logp.len() as f32; logp.len()]; // mask · sg(s) / N, from the objective
+//! let mut grads = pass.backward(&model, &w)?; // of -Σ w · logp
 //! let grad_norm = engine::clip_grad_norm(&mut grads, 1.0)?;
 //! opt.step(model.params(), &grads)?;
 //! engine::checkpoint::save(&model, "out/final")?;

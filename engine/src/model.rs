@@ -8,6 +8,9 @@
 //! Right padding needs no attention mask: with a causal mask, real tokens never see the pads
 //! that follow them, and positions are `0..T` in every row.
 //!
+//! Training goes through [`Model::training_pass`]: on the CPU in float32 a hand-written forward and
+//! backward (`model/backprop.rs`), elsewhere [`Model::forward`] under candle's autograd.
+//!
 //! Inference (see [`crate::generate`]) runs the same layers through [`Model::forward_cached`],
 //! which takes explicit positions and an attention mask (for left-padded batches) and appends
 //! each layer's keys and values to a [`KvCache`] instead of recomputing the prefix.

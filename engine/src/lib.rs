@@ -46,5 +46,8 @@ pub use candle_core::{DType, Device, Tensor, Var};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
 pub use device::{open_device, parse_dtype, MemoryEstimate, MemoryMonitor};
 pub use generate::{generate, Completion, FinishReason, GenerationConfig};
-pub use model::{pad_batch, token_entropy_and_top1, token_logprobs, weighted_nll, KvCache, Model, TrainingPass};
+pub use model::{
+    pad_batch, release_training_buffers, token_entropy_and_top1, token_logprobs, weighted_nll, KvCache, Model,
+    TrainingPass,
+};
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Grads};

@@ -420,6 +420,12 @@ impl Model {
     }
 }
 
+/// Frees the activation buffers that training passes keep for reuse by the next step (they hold
+/// about one step's activations); call it when training is over.
+pub fn release_training_buffers() {
+    backprop::release_buffers();
+}
+
 fn training_dims(input_ids: &Tensor) -> Result<(usize, usize)> {
     let (batch, time) = input_ids.dims2().context("input_ids must have shape [batch, time]")?;
     if input_ids.dtype() != DType::U32 {

@@ -68,11 +68,31 @@ fn shard_files(index: &Path) -> Result<Vec<PathBuf>> {
 /// Writes named tensors as one safetensors file with `{"format": "pt"}` metadata (transformers
 /// expects it) plus any `extra` metadata.
 pub fn write_safetensors(path: &Path, tensors: &[(String, Tensor)], extra: &[(String, String)]) -> Result<()> {
-    let mut metadata: HashMap<String, String> = extra.iter().cloned().collect();
-    metadata.insert("format".to_string(), "pt".to_string());
+    let bytes =
+        safetensors_bytes(tensors, extra).with_context(|| format!("{}: cannot write safetensors", path.display()))?;
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// The bytes of a safetensors file, the same for the same tensors and metadata.
+///
+/// The safetensors crate writes `__metadata__` from a `HashMap`, in an order that changes from run
+/// to run; here the header is rewritten with its keys (metadata included) in sorted order, padded
+/// with spaces to a multiple of 8 bytes as the format allows.
+fn safetensors_bytes(tensors: &[(String, Tensor)], extra: &[(String, String)]) -> Result<Vec<u8>> {
     let views: Vec<(&str, &Tensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    safetensors::serialize_to_file(views, Some(metadata), path)
-        .with_context(|| format!("{}: cannot write safetensors", path.display()))
+    let unordered = safetensors::serialize(views, None)?;
+    let header_len = u64::from_le_bytes(unordered[..8].try_into()?) as usize;
+    let mut header: std::collections::BTreeMap<String, Value> = serde_json::from_slice(&unordered[8..8 + header_len])?;
+    let mut metadata: std::collections::BTreeMap<String, String> = extra.iter().cloned().collect();
+    metadata.insert("format".to_string(), "pt".to_string());
+    header.insert("__metadata__".to_string(), serde_json::to_value(metadata)?);
+    let mut header = serde_json::to_vec(&header)?;
+    header.resize(header.len().next_multiple_of(8), b' ');
+    let mut bytes = Vec::with_capacity(8 + header.len() + unordered.len() - 8 - header_len);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&unordered[8 + header_len..]);
+    Ok(bytes)
 }
 
 /// Reads a safetensors file's tensors and its metadata.

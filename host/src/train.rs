@@ -273,6 +273,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         }
     }
     progress.finish();
+    engine::release_training_buffers(); // what follows (a sweep's evaluation, the next run) needs none
 
     let final_dir = out_dir.join("final");
     save_checkpoint(&model, &optimizer, &state, &final_dir)?;

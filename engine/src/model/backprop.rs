@@ -66,6 +66,8 @@ struct LayerTape {
     act: Buf,
 }
 
+pub(super) use buffers::release as release_buffers;
+
 /// Whether the hand-written pass applies to `model`: float32 parameters on the CPU.
 pub(super) fn applies(model: &Model) -> bool {
     model.device.is_cpu() && model.dtype == DType::F32
@@ -442,7 +444,7 @@ fn matmul(dst: &mut [f32], dst_stride: usize, accumulate: bool, lhs: Mat, rhs: M
         }
         return;
     }
-    let threads = rayon::current_num_threads();
+    let threads = crate::ops::cpu_threads();
     let parallelism =
         if parallel && threads > 1 && m * n * k >= 1 << 16 { Parallelism::Rayon(threads) } else { Parallelism::None };
     // SAFETY: every index gemm touches is within the slices (asserted above); `dst` is borrowed mutably.

@@ -6,8 +6,10 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use plotters::prelude::*;
+
+use super::plot::write_svg;
 
 /// One bar: a mean and, when known, its standard deviation.
 pub struct Bar {
@@ -44,11 +46,8 @@ pub fn write_bar_chart(path: &Path, chart: &BarChart<'_>) -> Result<()> {
     let n = bars.len();
     let height = 150 + 70 * n as u32;
 
-    let tmp = path.with_extension("svg.tmp");
-    let drawn: std::result::Result<(), String> = (|| {
-        let root = SVGBackend::new(&tmp, (800, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut area = ChartBuilder::on(&root)
+    write_svg(path, (800, height), |root| {
+        let mut area = ChartBuilder::on(root)
             .caption(chart.title, ("sans-serif", 20))
             .margin(16)
             .x_label_area_size(48)
@@ -89,13 +88,8 @@ pub fn write_bar_chart(path: &Path, chart: &BarChart<'_>) -> Result<()> {
             area.draw_series(std::iter::once(Text::new(text, (x0, y + 0.46), ("sans-serif", 14).into_font())))
                 .map_err(|e| e.to_string())?;
         }
-        root.present().map_err(|e| e.to_string())
-    })();
-    if let Err(e) = drawn {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(anyhow!("drawing {}: {e}", path.display()));
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Reports for people: plots (SVG) of objectives and, later, of runs.
+//! Reports for people: SVG plots (objective curves, histograms, bar charts of sweep results, all written
+//! through one atomic SVG writer) and the rollout's Markdown / HTML document.
 
 pub mod bars;
 pub mod document;

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, Context, Result};
 use plotters::coord::types::RangedCoordf64;
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 /// One named line.
@@ -44,7 +45,7 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
-type DrawResult = std::result::Result<(), String>;
+pub(super) type DrawResult = std::result::Result<(), String>;
 
 /// Writes `series` as an SVG line plot with a legend.
 pub fn write_line_plot(path: &Path, plot: &LinePlot<'_>, series: &[Series]) -> Result<()> {
@@ -94,8 +95,8 @@ pub fn write_histogram(path: &Path, h: &Histogram<'_>) -> Result<()> {
     })
 }
 
-/// Draws the frame (title, axes, grid) into a temporary SVG, lets `content` draw into it, adds the legend
-/// of the labelled series at `legend`, and renames the file into place.
+/// Draws the frame (title, axes, grid), lets `content` draw into it, and adds the legend of the labelled
+/// series at `legend`; written as [`write_svg`] writes.
 fn draw_svg(
     path: &Path,
     size: (u32, u32),
@@ -105,11 +106,8 @@ fn draw_svg(
     legend: Option<SeriesLabelPosition>,
     content: impl FnOnce(&mut Chart<'_, '_>) -> DrawResult,
 ) -> Result<()> {
-    let tmp = path.with_extension("svg.tmp");
-    let drawn: DrawResult = (|| {
-        let root = SVGBackend::new(&tmp, size).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| e.to_string())?;
-        let mut chart = ChartBuilder::on(&root)
+    write_svg(path, size, |root| {
+        let mut chart = ChartBuilder::on(root)
             .caption(frame.title, ("sans-serif", 22))
             .margin(16)
             .x_label_area_size(48)
@@ -136,6 +134,23 @@ fn draw_svg(
                 .draw()
                 .map_err(|e| e.to_string())?;
         }
+        Ok(())
+    })
+}
+
+/// Writes an SVG of `size` at `path`: `draw` draws on a white page in a temporary file, which is
+/// renamed into place only if drawing succeeded (a failed drawing leaves no file, and an existing one
+/// untouched).
+pub(super) fn write_svg(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(&DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult,
+) -> Result<()> {
+    let tmp = path.with_extension("svg.tmp");
+    let drawn: DrawResult = (|| {
+        let root = SVGBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        draw(&root)?;
         root.present().map_err(|e| e.to_string())
     })();
     if let Err(e) = drawn {

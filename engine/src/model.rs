@@ -374,8 +374,11 @@ impl Model {
     /// Float32 on the CPU runs the hand-written pass (activations on a tape, backward in closed
     /// form, see `model/backprop.rs`); other dtypes and devices run [`Model::forward`] under
     /// candle's autograd. Both compute the same quantities.
+    ///
+    /// `ENGINE_TRAINING_PASS=autograd` in the environment makes every training pass candle's
+    /// autograd (to compare whole runs between the two).
     pub fn training_pass(&self, input_ids: &Tensor) -> Result<TrainingPass> {
-        if !backprop::applies(self) {
+        if !backprop::applies(self) || autograd_requested() {
             return self.training_pass_autograd(input_ids);
         }
         let (batch, time) = training_dims(input_ids)?;
@@ -424,6 +427,12 @@ impl Model {
 /// about one step's activations); call it when training is over.
 pub fn release_training_buffers() {
     backprop::release_buffers();
+}
+
+/// Whether `ENGINE_TRAINING_PASS` asks for candle's autograd (read once per process).
+fn autograd_requested() -> bool {
+    static AUTOGRAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AUTOGRAD.get_or_init(|| std::env::var("ENGINE_TRAINING_PASS").is_ok_and(|v| v == "autograd"))
 }
 
 fn training_dims(input_ids: &Tensor) -> Result<(usize, usize)> {

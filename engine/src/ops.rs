@@ -415,7 +415,8 @@ fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync)
     });
 }
 
-fn sum_sq(x: &[f32]) -> f32 {
+/// Σ x² in float32.
+pub(crate) fn sum_sq(x: &[f32]) -> f32 {
     // Eight partial sums: vectorisable, and closer to torch's blocked reduction than one chain.
     let mut acc = [0f32; 8];
     let chunks = x.chunks_exact(8);

@@ -342,20 +342,7 @@ mod fused {
         let (storage, layout) = t.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("expected a CPU tensor") };
         let x = slice(cpu, layout)?;
-        let partial: Vec<f32> = x
-            .par_chunks(CHUNK)
-            .map(|c| {
-                let mut acc = [0f32; 8];
-                let lanes = c.chunks_exact(8);
-                let tail: f32 = lanes.remainder().iter().map(|v| v * v).sum();
-                for l in lanes {
-                    for k in 0..8 {
-                        acc[k] += l[k] * l[k];
-                    }
-                }
-                acc.iter().sum::<f32>() + tail
-            })
-            .collect();
+        let partial: Vec<f32> = x.par_chunks(CHUNK).map(crate::ops::sum_sq).collect();
         Ok(partial.iter().sum())
     }
 

@@ -104,3 +104,35 @@ fn manual_pass_rejects_bad_input() -> Result<()> {
     assert!(err.to_string().contains("1 weights for 2 log-probabilities"), "{err}");
     Ok(())
 }
+
+#[test]
+fn manual_pass_matches_autograd_on_confident_predictions() -> Result<()> {
+    // Where the model is sure of its targets (p near 1), `-p`'s gradient `p · (softmax - onehot)` is a
+    // difference of nearly equal numbers; the two passes must still agree. The targets are the shipped
+    // continuum base model's own greedy continuations.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/continuum-base");
+    let model = Model::load(&dir, &Device::Cpu)?;
+    let mut rows: Vec<Vec<u32>> = vec![vec![10, 20, 30], vec![40, 50], vec![60, 70, 80, 90]];
+    for row in &mut rows {
+        while row.len() < 40 {
+            let ids = Tensor::from_slice(row.as_slice(), (1, row.len()), &Device::Cpu)?;
+            let last: Vec<f32> = model.forward(&ids)?.squeeze(0)?.get(row.len() - 1)?.to_vec1()?;
+            let best =
+                last.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b });
+            row.push(best.0 as u32);
+        }
+    }
+    let ids = pad_batch(&rows, 0, model.device())?;
+    let (manual, reference) = (model.training_pass(&ids)?, model.training_pass_autograd(&ids)?);
+    let logp = reference.logp()?;
+    let confident = logp.iter().filter(|&&l| l.exp() > 0.99).count();
+    assert!(confident > logp.len() / 2, "only {confident} of {} targets have p > 0.99", logp.len());
+    let weights: Vec<f32> = logp.iter().map(|l| l.exp() / logp.len() as f32).collect(); // -p
+    let (grads, want) = (manual.backward(&model, &weights)?, reference.backward(&model, &weights)?);
+    for (name, _) in model.params() {
+        let g: Vec<f32> = grads.get(name).expect("gradient").flatten_all()?.to_vec1()?;
+        let w: Vec<f32> = want.get(name).expect("gradient").flatten_all()?.to_vec1()?;
+        assert_close(&format!("confident: d {name}"), &g, &w, 2e-4);
+    }
+    Ok(())
+}

@@ -7,33 +7,48 @@
 //! polynomial (within 2 ulp of libm's on the ranges used here) that vectorises too.
 
 /// Defines `fn $name` whose body is compiled three times (AVX-512F, AVX2+FMA, baseline); each call
-/// runs the best copy the CPU supports.
+/// runs the best copy the CPU supports. The copies are also reachable as `$name::portable`,
+/// `$name::avx2` and `$name::avx512` (a module beside the function), so tests can compare them.
 macro_rules! multiversion {
     ($(#[$attr:meta])* pub fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        pub mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[inline(always)]
+            pub fn portable($($arg: $ty),*) $(-> $ret)? $body
+
+            /// # Safety
+            /// The CPU must support AVX-512F, AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx2,fma")]
+            pub unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+
+            /// # Safety
+            /// The CPU must support AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            pub unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+        }
+
         $(#[$attr])*
         pub fn $name($($arg: $ty),*) $(-> $ret)? {
-            #[inline(always)]
-            fn portable($($arg: $ty),*) $(-> $ret)? $body
             #[cfg(target_arch = "x86_64")]
             {
-                #[target_feature(enable = "avx512f,avx2,fma")]
-                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? {
-                    portable($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma")]
-                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? {
-                    portable($($arg),*)
-                }
                 if std::arch::is_x86_feature_detected!("avx512f") {
                     // SAFETY: the CPU has the features this copy was compiled for.
-                    return unsafe { avx512($($arg),*) };
+                    return unsafe { $name::avx512($($arg),*) };
                 }
                 if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
                     // SAFETY: as above.
-                    return unsafe { avx2($($arg),*) };
+                    return unsafe { $name::avx2($($arg),*) };
                 }
             }
-            portable($($arg),*)
+            $name::portable($($arg),*)
         }
     };
 }
@@ -298,6 +313,82 @@ mod tests {
         // Beyond the clamp: finite, and tiny or huge as the true value is (softmax and sigmoid need no more).
         assert!(exp(-1000.0) > 0.0 && exp(-1000.0) < 1e-37);
         assert!(exp(1000.0).is_finite() && exp(1000.0) > 1e38);
+    }
+
+    /// The portable copy's result, then those of the SIMD copies this CPU can run.
+    #[cfg(target_arch = "x86_64")]
+    fn each_copy<R>(portable: R, avx2: impl FnOnce() -> R, avx512: impl FnOnce() -> R) -> Vec<R> {
+        let mut results = vec![portable];
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            results.push(avx2());
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            results.push(avx512());
+        }
+        results
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn assert_all_equal<T: PartialEq + std::fmt::Debug>(what: &str, results: &[T]) {
+        for r in &results[1..] {
+            assert_eq!(r, &results[0], "{what}: a SIMD copy differs from the portable one");
+        }
+    }
+
+    /// The copies agree bit for bit (explicit partial sums, no fused multiply-adds), so results do not
+    /// depend on which CPU ran them.
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn every_copy_of_a_kernel_gives_the_same_bits() {
+        let x: Vec<f32> = (0..1037).map(|i| (i as f32 * 0.37).sin() * 7.0).collect();
+        let y: Vec<f32> = (0..1037).map(|i| (i as f32 * 0.11).cos() * 3.0).collect();
+        let g: Vec<f32> = (0..1037).map(|i| (i as f32 * 0.05).sin()).collect();
+        // SAFETY (all `unsafe` below): each_copy calls a copy only if the CPU has its features.
+        let lse =
+            each_copy(logsumexp::portable(&x), || unsafe { logsumexp::avx2(&x) }, || unsafe { logsumexp::avx512(&x) });
+        assert_all_equal("logsumexp", &lse.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        let ent = each_copy(
+            entropy_and_top1::portable(&x),
+            || unsafe { entropy_and_top1::avx2(&x) },
+            || unsafe { entropy_and_top1::avx512(&x) },
+        );
+        assert_all_equal("entropy", &ent.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect::<Vec<_>>());
+
+        let softmax = |f: &dyn Fn(&mut [f32])| {
+            let mut row = x.clone();
+            f(&mut row);
+            row.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let rows = each_copy(
+            softmax(&|r| causal_softmax_row::portable(r, 1000, 0.125)),
+            || softmax(&|r| unsafe { causal_softmax_row::avx2(r, 1000, 0.125) }),
+            || softmax(&|r| unsafe { causal_softmax_row::avx512(r, 1000, 0.125) }),
+        );
+        assert_all_equal("causal softmax", &rows);
+
+        let swiglu_bits = |f: &dyn Fn(&mut [f32])| {
+            let mut out = vec![0f32; x.len()];
+            f(&mut out);
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let outs = each_copy(
+            swiglu_bits(&|o| swiglu::portable(&x, &y, o)),
+            || swiglu_bits(&|o| unsafe { swiglu::avx2(&x, &y, o) }),
+            || swiglu_bits(&|o| unsafe { swiglu::avx512(&x, &y, o) }),
+        );
+        assert_all_equal("swiglu", &outs);
+
+        let norm_bits = |f: &dyn Fn(&mut [f32])| {
+            let mut out = vec![0f32; x.len()];
+            f(&mut out);
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let outs = each_copy(
+            norm_bits(&|o| rms_norm_backward_row::portable(&g, &x, &y, 0.3, o)),
+            || norm_bits(&|o| unsafe { rms_norm_backward_row::avx2(&g, &x, &y, 0.3, o) }),
+            || norm_bits(&|o| unsafe { rms_norm_backward_row::avx512(&g, &x, &y, 0.3, o) }),
+        );
+        assert_all_equal("rms norm backward", &outs);
     }
 
     #[test]

@@ -430,30 +430,48 @@ impl<'a> Mat<'a> {
 /// `dst (+)= lhs · rhs`, `dst` row-major with `dst_stride` between rows; `accumulate` adds to
 /// what `dst` holds. `parallel` spreads the product over the rayon pool.
 fn matmul(dst: &mut [f32], dst_stride: usize, accumulate: bool, lhs: Mat, rhs: Mat, parallel: bool) {
+    let (m, n) = (lhs.rows, rhs.cols);
+    assert!(
+        m == 0 || n == 0 || (n <= dst_stride && dst.len() >= (m - 1) * dst_stride + n),
+        "matmul: destination bounds"
+    );
+    // SAFETY: the destination elements are within `dst` (asserted), which is borrowed exclusively.
+    unsafe { matmul_raw(dst.as_mut_ptr(), dst_stride, accumulate, lhs, rhs, parallel) }
+}
+
+/// [`matmul`] into a destination given by pointer, for tasks that write disjoint blocks of one buffer.
+///
+/// # Safety
+/// The `lhs.rows × rhs.cols` elements `dst[i·dst_stride + j]` must be valid for reads and writes, and no
+/// other thread may access them during the call.
+unsafe fn matmul_raw(dst: *mut f32, dst_stride: usize, accumulate: bool, lhs: Mat, rhs: Mat, parallel: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions");
     if m == 0 || n == 0 {
         return;
     }
-    // Bounds checked here, so that gemm's raw-pointer reads and writes stay inside the slices.
-    assert!(lhs.data.len() > lhs.last_index() && rhs.data.len() > rhs.last_index());
-    assert!(n <= dst_stride && dst.len() >= (m - 1) * dst_stride + n);
+    // Operand bounds checked here, so that gemm's raw-pointer reads stay inside the slices.
+    assert!(lhs.data.len() > lhs.last_index() && rhs.data.len() > rhs.last_index(), "matmul: operand bounds");
+    assert!(n <= dst_stride, "matmul: destination stride");
     if k == 0 {
         if !accumulate {
-            dst.chunks_mut(dst_stride).take(m).for_each(|row| row[..n].fill(0.0));
+            for i in 0..m {
+                // SAFETY: row i's n elements are the caller's (see above).
+                unsafe { std::ptr::write_bytes(dst.add(i * dst_stride), 0, n) };
+            }
         }
         return;
     }
     let threads = crate::ops::cpu_threads();
     let parallelism =
         if parallel && threads > 1 && m * n * k >= 1 << 16 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: every index gemm touches is within the slices (asserted above); `dst` is borrowed mutably.
+    // SAFETY: operand indices are within their slices (asserted); the destination is the caller's.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_stride as isize,
             accumulate,
@@ -590,7 +608,7 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Buf, Buf) {
     let scale = 1.0 / (d as f32).sqrt();
     let mut probs = Buf::stale(dims.batch * dims.heads * t * t);
     let mut out = Buf::stale(dims.rows * qw);
-    let out_base = SendPtr(out.as_mut_ptr());
+    let out_base = SendPtr::new(&mut out);
     probs.par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
         let (b, h) = (bh / dims.heads, bh % dims.heads);
         let kv = h / dims.groups();
@@ -601,9 +619,10 @@ fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Buf, Buf) {
         for (i, row) in p.chunks_mut(t).enumerate() {
             kernels::causal_softmax_row(row, i + 1, scale);
         }
-        // SAFETY: task (b, h) writes only rows b·T..(b+1)·T, columns h·d..(h+1)·d of `out`.
-        let dst = unsafe { out_base.slice(b * t * qw + h * d, (t - 1) * qw + d) };
-        matmul(dst, qw, false, Mat::rows(p, t, t), v_bkv, false);
+        // SAFETY: task (b, h) alone touches rows b·T..(b+1)·T, columns h·d..(h+1)·d of `out`.
+        unsafe {
+            matmul_raw(out_base.block(b * t * qw + h * d, t, d, qw), qw, false, Mat::rows(p, t, t), v_bkv, false)
+        };
     });
     (probs, out)
 }
@@ -617,31 +636,41 @@ fn attention_backward(d_out: &[f32], q: &[f32], k: &[f32], v: &[f32], probs: &[f
     let mut dq = Buf::stale(q.len());
     let mut dk = Buf::zeros(k.len());
     let mut dv = Buf::zeros(v.len());
-    let (dq_base, dk_base, dv_base) = (SendPtr(dq.as_mut_ptr()), SendPtr(dk.as_mut_ptr()), SendPtr(dv.as_mut_ptr()));
+    let (dq_base, dk_base, dv_base) = (SendPtr::new(&mut dq), SendPtr::new(&mut dk), SendPtr::new(&mut dv));
     // One task per (batch row, kv head): it owns that kv head's dk, dv and its query heads' dq.
     (0..dims.batch * dims.kv_heads).into_par_iter().for_each(|bkv| {
         let (b, kv) = (bkv / dims.kv_heads, bkv % dims.kv_heads);
         let k_bkv = head_view(k, b, kv, dims, kvw);
         let v_bkv = head_view(v, b, kv, dims, kvw);
-        // SAFETY: task (b, kv) writes only rows b·T..(b+1)·T, columns kv·d..(kv+1)·d of dk and dv,
-        // and columns h·d..(h+1)·d of dq for its own query heads h.
-        let dk_bkv = unsafe { dk_base.slice(b * t * kvw + kv * d, (t - 1) * kvw + d) };
-        let dv_bkv = unsafe { dv_base.slice(b * t * kvw + kv * d, (t - 1) * kvw + d) };
+        // Task (b, kv) alone touches rows b·T..(b+1)·T, columns kv·d..(kv+1)·d of dk and dv, and
+        // columns h·d..(h+1)·d of dq for its own query heads h (the SAFETY of the writes below).
+        let dk_bkv = dk_base.block(b * t * kvw + kv * d, t, d, kvw);
+        let dv_bkv = dv_base.block(b * t * kvw + kv * d, t, d, kvw);
         let mut d_scores = Buf::stale(t * t);
         for h in kv * groups..(kv + 1) * groups {
             let p = &probs[(b * dims.heads + h) * t * t..][..t * t];
             let do_bh = head_view(d_out, b, h, dims, qw);
             // dv += pᵀ · d_out; dp = d_out · vᵀ.
-            matmul(dv_bkv, kvw, true, Mat::transposed(p, t, t), do_bh, false);
+            // SAFETY: this task's block of dv (see above).
+            unsafe { matmul_raw(dv_bkv, kvw, true, Mat::transposed(p, t, t), do_bh, false) };
             matmul(&mut d_scores, t, false, do_bh, v_bkv.t(), false);
             for (i, (ds, pr)) in d_scores.chunks_mut(t).zip(p.chunks(t)).enumerate() {
                 kernels::causal_softmax_backward_row(ds, pr, i + 1, scale);
             }
             // dq = ds · k; dk += dsᵀ · q.
-            // SAFETY: see above (query head h belongs to this task's kv head).
-            let dq_bh = unsafe { dq_base.slice(b * t * qw + h * d, (t - 1) * qw + d) };
-            matmul(dq_bh, qw, false, Mat::rows(&d_scores, t, t), k_bkv, false);
-            matmul(dk_bkv, kvw, true, Mat::transposed(&d_scores, t, t), head_view(q, b, h, dims, qw), false);
+            let q_bh = head_view(q, b, h, dims, qw);
+            // SAFETY: this task's blocks of dq (query head h belongs to its kv head) and dk (see above).
+            unsafe {
+                matmul_raw(
+                    dq_base.block(b * t * qw + h * d, t, d, qw),
+                    qw,
+                    false,
+                    Mat::rows(&d_scores, t, t),
+                    k_bkv,
+                    false,
+                );
+                matmul_raw(dk_bkv, kvw, true, Mat::transposed(&d_scores, t, t), q_bh, false);
+            }
         }
     });
     (dq, dk, dv)
@@ -654,20 +683,28 @@ fn head_view(x: &[f32], b: usize, h: usize, dims: Dims, width: usize) -> Mat<'_>
     Mat { data: &x[start..start + (t - 1) * width + d], rows: t, cols: d, row_stride: width, col_stride: 1 }
 }
 
-/// A raw pointer handed to parallel tasks that write disjoint parts of one buffer.
+/// A buffer's address handed to parallel tasks that each write their own block of it (no `&mut`
+/// slices are made, since the tasks' blocks interleave).
 #[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: used only to write disjoint regions from different tasks (see each use).
+struct SendPtr {
+    ptr: *mut f32,
+    len: usize,
+}
+// SAFETY: the pointer is only written through in disjoint blocks, one task each (see each use).
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 impl SendPtr {
-    /// # Safety
-    /// `start..start + len` must lie within the buffer, and no other task may touch the elements
-    /// this one writes through the slice.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    fn new(buffer: &mut [f32]) -> SendPtr {
+        SendPtr { ptr: buffer.as_mut_ptr(), len: buffer.len() }
+    }
+
+    /// The address of the `rows × cols` block starting at `start`, rows `stride` apart (checked to
+    /// lie within the buffer).
+    fn block(&self, start: usize, rows: usize, cols: usize, stride: usize) -> *mut f32 {
+        assert!(rows == 0 || cols == 0 || start + (rows - 1) * stride + cols <= self.len, "block out of bounds");
+        // SAFETY: in bounds (asserted).
+        unsafe { self.ptr.add(start) }
     }
 }
 

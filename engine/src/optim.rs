@@ -318,14 +318,11 @@ mod fused {
     const CHUNK: usize = 1 << 14;
 
     pub fn applies(t: &Tensor) -> bool {
-        t.device().is_cpu() && t.dtype() == candle_core::DType::F32 && t.is_contiguous()
+        crate::ops::fused(t) && t.is_contiguous()
     }
 
     fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-        match l.contiguous_offsets() {
-            Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-            None => candle_core::bail!("expected a contiguous tensor"),
-        }
+        crate::ops::cpu_f32(s, l, "adamw")
     }
 
     fn slice_mut<'a>(s: &'a mut CpuStorage, l: &Layout) -> Result<&'a mut [f32]> {

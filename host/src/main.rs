@@ -148,30 +148,7 @@ enum Command {
         what: PlotWhat,
     },
     /// Write a randomly initialised Qwen2-shaped model (Hugging Face layout) with a tokenizer, to pretrain.
-    InitModel {
-        /// Folder holding tokenizer.json (and tokenizer_config.json).
-        #[arg(long)]
-        tokenizer: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, default_value_t = 128)]
-        hidden: usize,
-        #[arg(long, default_value_t = 512)]
-        intermediate: usize,
-        #[arg(long, default_value_t = 4)]
-        layers: usize,
-        #[arg(long, default_value_t = 4)]
-        heads: usize,
-        #[arg(long = "kv-heads", default_value_t = 2)]
-        kv_heads: usize,
-        /// Embedding rows (default: the tokenizer's size rounded up to a multiple of 32).
-        #[arg(long = "vocab-size")]
-        vocab_size: Option<usize>,
-        #[arg(long = "max-positions", default_value_t = 512)]
-        max_positions: usize,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-    },
+    InitModel(commands::init_model::InitArgs),
     /// Training throughput on a random Qwen2-shaped model (per-step timings; last line `tokens/s: X`).
     Bench {
         #[arg(long)]
@@ -286,29 +263,7 @@ fn main() -> ExitCode {
                 commands::plugins::curve_csv(&search, &plugin, &params, points)
             }
         },
-        Command::InitModel {
-            tokenizer,
-            out,
-            hidden,
-            intermediate,
-            layers,
-            heads,
-            kv_heads,
-            vocab_size,
-            max_positions,
-            seed,
-        } => commands::init_model::run(&commands::init_model::InitArgs {
-            tokenizer: &tokenizer,
-            out: &out,
-            hidden,
-            intermediate,
-            layers,
-            heads,
-            kv_heads,
-            vocab_size,
-            max_positions,
-            seed,
-        }),
+        Command::InitModel(args) => commands::init_model::run(&args),
         Command::Train { config, plugin, mut overrides, resume, device } => {
             overrides.extend(device.map(|d| format!("model.device={d}")));
             commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search)

@@ -2,31 +2,43 @@
 //! model in Hugging Face layout, with the tokenizer files copied in, ready for `host train` to pretrain.
 //! The weights are drawn as transformers draws them (N(0, 0.02²) matrices, unit norms), from `seed`.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use engine::{Device, Model, ModelConfig};
 
 use crate::bench::ModelShape;
 
-pub struct InitArgs<'a> {
-    pub tokenizer: &'a Path,
-    pub out: &'a Path,
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    /// Folder holding tokenizer.json (and tokenizer_config.json).
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 128)]
     pub hidden: usize,
+    #[arg(long, default_value_t = 512)]
     pub intermediate: usize,
+    #[arg(long, default_value_t = 4)]
     pub layers: usize,
+    #[arg(long, default_value_t = 4)]
     pub heads: usize,
+    #[arg(long = "kv-heads", default_value_t = 2)]
     pub kv_heads: usize,
-    /// Rows of the embedding; default: the tokenizer's size rounded up to a multiple of 32.
+    /// Embedding rows (default: the tokenizer's size rounded up to a multiple of 32).
+    #[arg(long = "vocab-size")]
     pub vocab_size: Option<usize>,
+    #[arg(long = "max-positions", default_value_t = 512)]
     pub max_positions: usize,
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
 
 /// Files taken from the tokenizer folder (the first is required).
 const TOKENIZER_FILES: &[&str] = &["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"];
 
-pub fn run(args: &InitArgs<'_>) -> Result<()> {
+pub fn run(args: &InitArgs) -> Result<()> {
     let tokenizer_path = args.tokenizer.join(TOKENIZER_FILES[0]);
     let tokenizer = tokenizers::Tokenizer::from_file(&tokenizer_path)
         .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer: {e}", tokenizer_path.display()))?;
@@ -54,7 +66,7 @@ pub fn run(args: &InitArgs<'_>) -> Result<()> {
     };
     let config = ModelConfig::from_json(shape.qwen2_config(args.max_positions), "init-model shape".as_ref())?;
     let model = Model::random(config, args.seed, &Device::Cpu)?;
-    engine::checkpoint::save_with(&model, args.out, |dir| {
+    engine::checkpoint::save_with(&model, &args.out, |dir| {
         for name in TOKENIZER_FILES {
             let src = args.tokenizer.join(name);
             if src.is_file() {

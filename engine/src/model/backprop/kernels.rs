@@ -354,39 +354,31 @@ mod tests {
         );
         assert_all_equal("entropy", &ent.iter().map(|(a, b)| (a.to_bits(), b.to_bits())).collect::<Vec<_>>());
 
-        let softmax = |f: &dyn Fn(&mut [f32])| {
-            let mut row = x.clone();
-            f(&mut row);
-            row.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        // The bits of `start` after `f` has written into it.
+        let bits = |start: Vec<f32>, f: &dyn Fn(&mut [f32])| {
+            let mut out = start;
+            f(&mut out);
+            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
         let rows = each_copy(
-            softmax(&|r| causal_softmax_row::portable(r, 1000, 0.125)),
-            || softmax(&|r| unsafe { causal_softmax_row::avx2(r, 1000, 0.125) }),
-            || softmax(&|r| unsafe { causal_softmax_row::avx512(r, 1000, 0.125) }),
+            bits(x.clone(), &|r| causal_softmax_row::portable(r, 1000, 0.125)),
+            || bits(x.clone(), &|r| unsafe { causal_softmax_row::avx2(r, 1000, 0.125) }),
+            || bits(x.clone(), &|r| unsafe { causal_softmax_row::avx512(r, 1000, 0.125) }),
         );
         assert_all_equal("causal softmax", &rows);
 
-        let swiglu_bits = |f: &dyn Fn(&mut [f32])| {
-            let mut out = vec![0f32; x.len()];
-            f(&mut out);
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
+        let zeros = || vec![0f32; x.len()];
         let outs = each_copy(
-            swiglu_bits(&|o| swiglu::portable(&x, &y, o)),
-            || swiglu_bits(&|o| unsafe { swiglu::avx2(&x, &y, o) }),
-            || swiglu_bits(&|o| unsafe { swiglu::avx512(&x, &y, o) }),
+            bits(zeros(), &|o| swiglu::portable(&x, &y, o)),
+            || bits(zeros(), &|o| unsafe { swiglu::avx2(&x, &y, o) }),
+            || bits(zeros(), &|o| unsafe { swiglu::avx512(&x, &y, o) }),
         );
         assert_all_equal("swiglu", &outs);
 
-        let norm_bits = |f: &dyn Fn(&mut [f32])| {
-            let mut out = vec![0f32; x.len()];
-            f(&mut out);
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
         let outs = each_copy(
-            norm_bits(&|o| rms_norm_backward_row::portable(&g, &x, &y, 0.3, o)),
-            || norm_bits(&|o| unsafe { rms_norm_backward_row::avx2(&g, &x, &y, 0.3, o) }),
-            || norm_bits(&|o| unsafe { rms_norm_backward_row::avx512(&g, &x, &y, 0.3, o) }),
+            bits(zeros(), &|o| rms_norm_backward_row::portable(&g, &x, &y, 0.3, o)),
+            || bits(zeros(), &|o| unsafe { rms_norm_backward_row::avx2(&g, &x, &y, 0.3, o) }),
+            || bits(zeros(), &|o| unsafe { rms_norm_backward_row::avx512(&g, &x, &y, 0.3, o) }),
         );
         assert_all_equal("rms norm backward", &outs);
     }

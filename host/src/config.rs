@@ -101,6 +101,16 @@ pub struct DataSection {
     /// Render the prompt through the tokenizer's chat template as a user message.
     #[serde(default)]
     pub chat_template: bool,
+    /// Which assistant turns of `messages` rows carry the loss: `last_turn` or `assistant_turns`.
+    #[serde(default)]
+    pub loss_on: crate::encode::LossOn,
+}
+
+impl DataSection {
+    /// How rows become token ids, for [`crate::encode::Encoder`].
+    pub fn encode_options(&self) -> crate::encode::EncodeOptions {
+        crate::encode::EncodeOptions { chat_template: self.chat_template, loss_on: self.loss_on }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

@@ -1,9 +1,8 @@
-//! Training data: reading JSONL, tokenising by the contract of DESIGN.md, and cutting padded batches.
+//! Training data: reading JSONL and Parquet rows, tokenising them through [`crate::encode`], and cutting
+//! padded batches.
 //!
-//! `ids = encode(prompt) ++ encode(response) ++ [eos]`, both encoded without special tokens (the prompt
-//! optionally rendered through the tokenizer's chat template first). The loss positions are the response
-//! tokens and the EOS. Examples longer than `max_length` lose the end of their response (counted and
-//! reported); examples whose prompt alone fills `max_length` are dropped (also counted).
+//! Examples longer than `max_length` lose their end (counted and reported); examples with no loss
+//! target left within `max_length` are dropped (also counted).
 
 use std::path::{Path, PathBuf};
 
@@ -11,16 +10,21 @@ use anyhow::{anyhow, bail, Context, Result};
 use engine::{Device, ModelConfig, Tensor};
 use serde_json::Value;
 
+use crate::chat::ChatTemplate;
+use crate::encode::{EncodeOptions, Encoder};
+
 /// A tokenizer with the EOS id and chat template of its model directory.
 pub struct TextTokenizer {
     inner: tokenizers::Tokenizer,
     pub eos_id: u32,
-    chat_template: Option<String>,
+    chat_template: Option<ChatTemplate>,
+    dir: PathBuf,
     path: PathBuf,
 }
 
 impl TextTokenizer {
-    /// Reads `tokenizer.json` and `tokenizer_config.json` (EOS token, chat template) from `dir`.
+    /// Reads `tokenizer.json`, `tokenizer_config.json` (EOS token) and the chat template
+    /// (`chat_template.jinja` or tokenizer_config.json's) from `dir`.
     pub fn from_model_dir(dir: &Path, config: &ModelConfig) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
@@ -28,13 +32,7 @@ impl TextTokenizer {
         }
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
-        let config_path = dir.join("tokenizer_config.json");
-        let tokenizer_config: Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => {
-                serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", config_path.display()))?
-            }
-            Err(_) => Value::Null,
-        };
+        let (config_path, tokenizer_config) = crate::chat::read_tokenizer_config(dir)?;
         let eos_text = match &tokenizer_config["eos_token"] {
             Value::String(s) => Some(s.clone()),
             Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
@@ -56,11 +54,11 @@ impl TextTokenizer {
                 config.vocab_size
             );
         }
-        let chat_template = tokenizer_config["chat_template"].as_str().map(str::to_string);
-        Ok(Self { inner, eos_id, chat_template, path })
+        let chat_template = ChatTemplate::from_model_dir(dir, &tokenizer_config)?;
+        Ok(Self { inner, eos_id, chat_template, dir: dir.to_path_buf(), path })
     }
 
-    /// Token ids of `text`, without special tokens added.
+    /// Token ids of `text`, without special tokens added (special-token text is still its token).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding =
             self.inner.encode(text, false).map_err(|e| anyhow!("{}: cannot tokenise: {e}", self.path.display()))?;
@@ -71,47 +69,39 @@ impl TextTokenizer {
         self.inner.decode(ids, true).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
     }
 
-    /// The prompt as a single user message through the tokenizer's chat template, ready for the reply.
-    pub fn render_chat(&self, prompt: &str) -> Result<String> {
-        self.render_messages(&[serde_json::json!({"role": "user", "content": prompt})])
+    /// Like [`decode`](Self::decode), keeping special tokens' text.
+    pub fn decode_all(&self, ids: &[u32]) -> Result<String> {
+        self.inner.decode(ids, false).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
     }
 
-    /// A conversation through the tokenizer's chat template, ending with the assistant's turn opened.
-    pub fn render_messages(&self, messages: &[Value]) -> Result<String> {
-        let template = self.chat_template.as_deref().ok_or_else(|| {
-            anyhow!("chat-format data or [data] chat_template needs a chat_template in tokenizer_config.json")
-        })?;
-        let mut env = minijinja::Environment::new();
-        env.add_template("chat", template)
-            .map_err(|e| anyhow!("tokenizer_config.json: chat_template does not parse: {e}"))?;
-        env.get_template("chat")
-            .and_then(|t| t.render(minijinja::context! { messages => messages, add_generation_prompt => true }))
-            .map_err(|e| anyhow!("tokenizer_config.json: chat_template failed to render: {e}"))
+    /// The text of one token id, special or not.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+
+    /// The model directory's chat template, if it has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// The model directory the tokenizer was read from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
-/// One example as read from a file: a prompt (text, or a conversation for chat-format rows), the
-/// response, its 1-based line or row for error messages, and the whole row as metadata.
+/// One example as read from a file: a prompt and response (for chat rows, the whole conversation too),
+/// its 1-based line or row for error messages, and the whole row as metadata.
 #[derive(Clone, Debug)]
 pub struct Record {
     /// The prompt text; for a chat row, the content of its last message before the reply.
     pub prompt: String,
-    /// For chat-format rows (`messages`): the conversation before the final assistant reply.
+    /// For chat-format rows (`messages`): the whole conversation, ending with the assistant's reply.
     pub messages: Option<Vec<Value>>,
+    /// The response; for a chat row, the content of the final assistant message.
     pub response: String,
     pub line: usize,
     pub row: Value,
-}
-
-impl Record {
-    /// The text the model is conditioned on: the prompt, or the chat template's rendering of it.
-    pub fn prompt_text(&self, tokenizer: &TextTokenizer, chat_template: bool) -> Result<String> {
-        match (&self.messages, chat_template) {
-            (Some(messages), _) => tokenizer.render_messages(messages),
-            (None, true) => tokenizer.render_chat(&self.prompt),
-            (None, false) => Ok(self.prompt.clone()),
-        }
-    }
 }
 
 /// Reads every example of a JSONL or Parquet file (by extension). Keys may be dotted paths into
@@ -221,18 +211,26 @@ fn chat_record(row: &Value, messages: &Value, line: usize) -> Result<Record, Str
     }
     Ok(Record {
         prompt: before.last().and_then(content).unwrap_or_default(),
-        messages: Some(before.to_vec()),
+        messages: Some(list.clone()),
         response,
         line,
         row: row.clone(),
     })
 }
 
-/// A tokenised example: the loss positions are `ids[prompt_len..]` (response and EOS).
+/// A tokenised example: `targets[i]` says whether token `i` is a loss target (response tokens and EOS).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Example {
     pub ids: Vec<u32>,
-    pub prompt_len: usize,
+    pub targets: Vec<bool>,
+}
+
+impl Example {
+    /// A plain example: `prompt_len` context tokens, then loss targets.
+    pub fn with_prompt_len(ids: Vec<u32>, prompt_len: usize) -> Self {
+        let targets = (0..ids.len()).map(|i| i >= prompt_len).collect();
+        Self { ids, targets }
+    }
 }
 
 /// A tokenised training set.
@@ -244,40 +242,31 @@ pub struct Dataset {
     pub dropped: usize,
 }
 
-/// Tokenises records per the contract; `max_length` of `None` keeps everything.
+/// Tokenises records through the one [`Encoder`]; `max_length` of `None` keeps everything.
 pub fn tokenize(
     name: &str,
     records: &[Record],
     tokenizer: &TextTokenizer,
     max_length: Option<usize>,
-    chat_template: bool,
+    options: EncodeOptions,
 ) -> Result<Dataset> {
+    let encoder = Encoder::new(tokenizer, options);
     let mut dataset = Dataset { name: name.to_string(), examples: Vec::new(), truncated: 0, dropped: 0 };
     for record in records {
-        let prompt_text = if chat_template { tokenizer.render_chat(&record.prompt)? } else { record.prompt.clone() };
-        let mut ids = tokenizer.encode(&prompt_text)?;
-        let prompt_len = ids.len();
-        let response = tokenizer.encode(&record.response)?;
-        if response.is_empty() {
-            bail!("{name}:{}: the response tokenises to nothing", record.line);
-        }
-        ids.extend(response);
-        ids.push(tokenizer.eos_id);
-        if prompt_len == 0 {
-            // Nothing predicts the first response token; it is scored from no context, so drop it.
-            bail!("{name}:{}: empty prompt (the first response token would have no context)", record.line);
-        }
+        let encoded = encoder.encode(record).map_err(|e| anyhow!("{name}:{}: {e:#}", record.line))?;
+        let (mut ids, mut targets) = (encoded.ids, encoded.targets);
         if let Some(max) = max_length {
             if ids.len() > max {
-                if prompt_len + 1 > max {
+                ids.truncate(max);
+                targets.truncate(max);
+                if !targets.iter().any(|&t| t) {
                     dataset.dropped += 1;
                     continue;
                 }
-                ids.truncate(max);
                 dataset.truncated += 1;
             }
         }
-        dataset.examples.push(Example { ids, prompt_len });
+        dataset.examples.push(Example { ids, targets });
     }
     if dataset.examples.is_empty() {
         bail!("{name}: every example is longer than max_length in its prompt alone");
@@ -310,9 +299,9 @@ impl Batch {
         let mut sequence_starts = Vec::with_capacity(examples.len());
         for (b, example) in examples.iter().enumerate() {
             sequence_starts.push((b * positions) as u32);
-            // Position t predicts token t + 1; loss targets are tokens prompt_len .. len - 1.
-            for t in example.prompt_len - 1..example.ids.len() - 1 {
-                loss_mask[b * positions + t] = 1;
+            // Position t predicts token t + 1.
+            for t in 0..example.ids.len() - 1 {
+                loss_mask[b * positions + t] = u8::from(example.targets[t + 1]);
             }
         }
         let tokens = rows.iter().map(Vec::len).sum();
@@ -361,8 +350,8 @@ mod tests {
 
     #[test]
     fn loss_mask_covers_response_and_eos_only() {
-        let a = Example { ids: vec![10, 11, 12, 13, 0], prompt_len: 2 }; // prompt 10 11, response 12 13, eos
-        let b = Example { ids: vec![10, 12, 0], prompt_len: 1 };
+        let a = Example::with_prompt_len(vec![10, 11, 12, 13, 0], 2); // prompt 10 11, response 12 13, eos
+        let b = Example::with_prompt_len(vec![10, 12, 0], 1);
         let batch = Batch::new(&[&a, &b], 0, &Device::Cpu).unwrap();
         assert_eq!(batch.positions, 4);
         // Row a: positions 1, 2, 3 predict 12, 13, eos. Row b: positions 0, 1 predict 12, eos.

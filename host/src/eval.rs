@@ -22,6 +22,7 @@ use plugin_api::ExampleScores;
 use serde_json::{json, Map, Value};
 
 use crate::data::{Record, TextTokenizer};
+use crate::encode::{EncodeOptions, Encoder};
 use crate::plugins::EvaluatorPlugin;
 
 /// How to generate and score.
@@ -202,12 +203,13 @@ pub fn evaluate_with_progress(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport> {
     settings.validate()?;
+    let encoder =
+        Encoder::new(tokenizer, EncodeOptions { chat_template: settings.chat_template, ..Default::default() });
     let prompts = records
         .iter()
         .enumerate()
         .map(|(index, record)| {
-            let text = record.prompt_text(tokenizer, settings.chat_template)?;
-            let ids = tokenizer.encode(&text)?;
+            let ids = encoder.prompt_ids(record).with_context(|| format!("example {index} (line {})", record.line))?;
             if ids.is_empty() {
                 bail!(
                     "example {index} (line {}): the prompt tokenises to nothing; generation needs a prompt",

@@ -6,10 +6,12 @@
 //! `config` and `report` at the bottom. The binary's `main` only parses the command line.
 
 pub mod bench;
+pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod continuum;
 pub mod data;
+pub mod encode;
 pub mod eval;
 pub mod plugins;
 pub mod report;

@@ -56,10 +56,14 @@ enum Command {
         response_key: String,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        #[command(flatten)]
+        encode: host::encode::EncodeOptions,
         /// cpu, cuda or cuda:N (cuda needs a --features cuda build).
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Show exactly what the trainer sees per example: the rendered text, token ids and loss mask.
+    Preview(commands::preview::PreviewArgs),
     /// Generate for every prompt of a data file and score the generations with an evaluator plugin.
     Eval {
         #[arg(long)]
@@ -118,9 +122,8 @@ enum Command {
         prompt_key: String,
         #[arg(long, default_value = "response")]
         response_key: String,
-        /// Render prompts through the tokenizer's chat template.
-        #[arg(long)]
-        chat_template: bool,
+        #[command(flatten)]
+        encode: host::encode::EncodeOptions,
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
     },
@@ -268,7 +271,7 @@ fn main() -> ExitCode {
             overrides.extend(device.map(|d| format!("model.device={d}")));
             commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search)
         }
-        Command::Score { model, data, out, prompt_key, response_key, batch_size, device } => {
+        Command::Score { model, data, out, prompt_key, response_key, batch_size, encode, device } => {
             commands::score::run(&commands::score::ScoreArgs {
                 model: &model,
                 data: &data,
@@ -276,9 +279,11 @@ fn main() -> ExitCode {
                 prompt_key: &prompt_key,
                 response_key: &response_key,
                 batch_size,
+                encode,
                 device: &device,
             })
         }
+        Command::Preview(args) => commands::preview::run(&args),
         Command::Eval {
             model,
             data,
@@ -319,14 +324,14 @@ fn main() -> ExitCode {
             },
             &search,
         ),
-        Command::Diagnose { model, data, out, prompt_key, response_key, chat_template, batch_size } => {
+        Command::Diagnose { model, data, out, prompt_key, response_key, encode, batch_size } => {
             commands::diagnose::run(&commands::diagnose::DiagnoseArgs {
                 model: &model,
                 data: &data,
                 out: &out,
                 prompt_key: &prompt_key,
                 response_key: &response_key,
-                chat_template,
+                encode,
                 batch_size,
             })
         }

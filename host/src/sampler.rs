@@ -92,7 +92,7 @@ mod tests {
     use crate::data::Example;
 
     fn set(name: &str, n: usize) -> Dataset {
-        let examples = (0..n).map(|i| Example { ids: vec![1, i as u32 + 2, 0], prompt_len: 1 }).collect();
+        let examples = (0..n).map(|i| Example::with_prompt_len(vec![1, i as u32 + 2, 0], 1)).collect();
         Dataset { name: name.into(), examples, truncated: 0, dropped: 0 }
     }
 

@@ -351,8 +351,9 @@ fn load_training_data(config: &RunConfig, tokenizer: &TextTokenizer) -> Result<V
         let stem = file.file_stem().map_or("train".to_string(), |s| s.to_string_lossy().into_owned());
         let name = if sets.iter().any(|s| s.name == stem) { format!("{stem}-{}", sets.len()) } else { stem };
         let shown = file.display().to_string();
-        let set = data::tokenize(&name, &records, tokenizer, Some(config.data.max_length), config.data.chat_template)
-            .with_context(|| shown.clone())?;
+        let set =
+            data::tokenize(&name, &records, tokenizer, Some(config.data.max_length), config.data.encode_options())
+                .with_context(|| shown.clone())?;
         if set.truncated > 0 || set.dropped > 0 {
             tracing::warn!(
                 "{shown}: {} examples truncated and {} dropped at max_length {}",

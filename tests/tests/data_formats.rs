@@ -116,10 +116,11 @@ fn chat_rows_with_messages_train_through_the_chat_template() {
     write_jsonl(&data, &rows);
     let run = train(dir.path(), data.to_str().unwrap(), "");
     assert!(run.status.success(), "{}", stderr(&run));
-    // Chat rows render the template (<|im_start|> ... <|im_start|>assistant\n), so loss tokens are the
-    // reply and EOS only: 1 digit token + EOS per example, 2 examples per batch.
+    // TRL's rule: the loss is the full rendering minus the prompt rendered with the generation prompt,
+    // i.e. the last turn "N<|im_end|>\n" (3 tokens), then the EOS (<|endoftext|>, which the turn does not
+    // hold): 4 loss tokens per example, 2 examples per batch.
     let metrics = read_metrics(&dir.path().join("out"));
-    assert!(metrics.iter().all(|m| m["loss_tokens"].as_u64() == Some(4)), "{metrics:?}");
+    assert!(metrics.iter().all(|m| m["loss_tokens"].as_u64() == Some(8)), "{metrics:?}");
 
     write_jsonl(&data, &[json!({"messages": [{"role": "user", "content": "hi"}]})]);
     let run = train(dir.path(), data.to_str().unwrap(), "");

@@ -7,6 +7,7 @@ use engine::{Device, Model};
 
 use crate::continuum::diagnose::{diagnose_records, table, write_outputs};
 use crate::data::{self, TextTokenizer};
+use crate::encode::EncodeOptions;
 
 pub struct DiagnoseArgs<'a> {
     pub model: &'a Path,
@@ -14,7 +15,7 @@ pub struct DiagnoseArgs<'a> {
     pub out: &'a Path,
     pub prompt_key: &'a str,
     pub response_key: &'a str,
-    pub chat_template: bool,
+    pub encode: EncodeOptions,
     pub batch_size: usize,
 }
 
@@ -27,7 +28,7 @@ pub fn run(args: &DiagnoseArgs<'_>) -> Result<()> {
     let model = Model::load(args.model, &Device::Cpu)?;
     let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
     let name = args.data.display().to_string();
-    let diagnosis = diagnose_records(&model, &tokenizer, &name, &records, args.chat_template, args.batch_size)?;
+    let diagnosis = diagnose_records(&model, &tokenizer, &name, &records, args.encode, args.batch_size)?;
 
     let json_path = args.out.with_extension("json");
     let svg_path = args.out.with_extension("svg");

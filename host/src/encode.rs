@@ -147,7 +147,7 @@ impl<'a> Encoder<'a> {
 
     fn template(&self, record: &Record) -> Result<&crate::chat::ChatTemplate> {
         self.tokenizer.chat_template().ok_or_else(|| {
-            let why = if record.messages.is_some() { "a `messages` row" } else { "chat_template = true" };
+            let why = if record.messages.is_some() { "a `messages` row" } else { "--chat-template (`[data] chat_template`)" };
             anyhow!(
                 "{why} needs a chat template, and {} has none (no chat_template.jinja, no chat_template in tokenizer_config.json)",
                 self.tokenizer.dir().display()

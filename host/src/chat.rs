@@ -19,6 +19,10 @@ use serde_json::{Map, Value};
 /// The name the template is registered under (no extension, so nothing is auto-escaped).
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Template instructions one rendering may execute: hub templates take a few thousand per conversation;
+/// a runaway loop stops here with an error instead of hanging the run.
+const RENDER_FUEL: u64 = 20_000_000;
+
 /// A compiled chat template with the special tokens it may refer to.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -81,6 +85,7 @@ impl ChatTemplate {
         env.set_lstrip_blocks(true);
         // Jinja2 (and so transformers) drops one trailing newline of the template source.
         env.set_keep_trailing_newline(false);
+        env.set_fuel(Some(RENDER_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
@@ -380,6 +385,13 @@ mod tests {
         let compact = r#"{"role": "tool", "content": "é \"q\" <b>", "n": [1, 2.5, 1e-07, 100.0]}"#;
         let indented = "{\n  \"role\": \"tool\",\n  \"content\": \"é \\\"q\\\" <b>\",\n  \"n\": [\n    1,\n    2.5,\n    1e-07,\n    100.0\n  ]\n}";
         assert_eq!(out, format!("{compact}|{indented}"));
+    }
+
+    #[test]
+    fn a_runaway_template_stops_with_an_error() {
+        let t = template("{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}");
+        let error = t.render(&[], false).unwrap_err().to_string();
+        assert!(error.contains("fuel"), "{error}");
     }
 
     #[test]

@@ -69,11 +69,6 @@ impl TextTokenizer {
         self.inner.decode(ids, true).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
     }
 
-    /// Like [`decode`](Self::decode), keeping special tokens' text.
-    pub fn decode_all(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, false).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
-    }
-
     /// The text of one token id, special or not.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)

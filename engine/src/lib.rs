@@ -13,6 +13,7 @@
 //!   weights for bf16 parameters);
 //! * [`device`]: `cpu`/`cuda:N` and `f32`/`bf16` from their names, memory estimates and peak use;
 //! * [`checkpoint`]: atomic saving in the Hugging Face layout;
+//! * [`gguf`]: GGUF files read into Hugging Face names and layout (dequantized, q/k un-permuted);
 //! * [`weights`]: safetensors reading (single file or sharded) and writing.
 //!
 //! A training step, with objective weights `w` computed elsewhere from the log-probabilities:
@@ -37,6 +38,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod device;
 pub mod generate;
+pub mod gguf;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -10,6 +10,7 @@ pub mod chat;
 pub mod commands;
 pub mod config;
 pub mod continuum;
+pub mod convert;
 pub mod data;
 pub mod encode;
 pub mod eval;

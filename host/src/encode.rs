@@ -126,15 +126,8 @@ impl<'a> Encoder<'a> {
         Ok(Encoded { segments, ids, targets, eos_appended })
     }
 
-    /// The text a generation continues from: everything before the last loss segment, as training sees
-    /// it (the template's generation prompt for chat rows).
-    pub fn prompt_text(&self, record: &Record) -> Result<String> {
-        let segments = self.segments(record)?;
-        let last_loss = segments.iter().rposition(|s| s.loss).unwrap_or(segments.len());
-        Ok(segments[..last_loss].iter().map(|s| s.text.as_str()).collect())
-    }
-
-    /// Token ids of [`prompt_text`](Self::prompt_text), encoded segment by segment as in training.
+    /// The token ids a generation continues from: everything before the last loss segment, encoded
+    /// segment by segment as in training (the template's generation prompt for chat rows).
     pub fn prompt_ids(&self, record: &Record) -> Result<Vec<u32>> {
         let segments = self.segments(record)?;
         let last_loss = segments.iter().rposition(|s| s.loss).unwrap_or(segments.len());

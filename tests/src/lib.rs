@@ -108,11 +108,16 @@ pub fn write_run_config(dir: &Path, model: &Path, train: &Path, extra: &str) -> 
     path
 }
 
+/// Every line of a JSONL file, parsed.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{}: a line is not JSON: {e}", path.display())))
+        .collect()
+}
+
 /// The `metrics.jsonl` lines of a run.
 pub fn read_metrics(out_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out_dir.join("metrics.jsonl"))
-        .expect("metrics.jsonl")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("metrics line is JSON"))
-        .collect()
+    read_jsonl(&out_dir.join("metrics.jsonl"))
 }

@@ -1,6 +1,6 @@
 //! `host preview`: what the trainer sees, through the same encoder as `host score` and `host train`.
 
-use integration_tests::{assert_error, fixture, host, stderr, stdout, write_jsonl};
+use integration_tests::{assert_error, fixture, host, read_jsonl, stderr, stdout, write_jsonl};
 use serde_json::{json, Value};
 
 fn rows() -> Vec<Value> {
@@ -50,8 +50,7 @@ fn preview_shows_what_score_scores() {
     let out = dir.path().join("logp.jsonl");
     let run = host(&["score", "--model", model, "--data", data_arg, "--out", out.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
-    let scored: Vec<Value> =
-        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let scored = read_jsonl(&out);
     for (line, score) in lines.iter().zip(&scored) {
         let targets = line["loss_mask"].as_array().unwrap().iter().filter(|v| v.as_u64() == Some(1)).count();
         assert_eq!(score["logp"].as_array().unwrap().len(), targets);

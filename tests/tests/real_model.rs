@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use integration_tests::{assert_error, fixture, host, real_model, stderr, stdout, write_jsonl};
+use integration_tests::{assert_error, fixture, host, read_jsonl, real_model, stderr, stdout, write_jsonl};
 use serde_json::{json, Value};
 
 fn reference() -> Value {
@@ -13,10 +13,6 @@ fn reference() -> Value {
 
 fn ids(value: &Value) -> Vec<u64> {
     value.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 /// `host preview --jsonl` of rows, one object per row.
@@ -55,7 +51,7 @@ fn converted_model_scores_as_transformers_does() {
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
     let mut worst = 0f64;
-    for (scored, row) in jsonl(&out).iter().zip(rows) {
+    for (scored, row) in read_jsonl(&out).iter().zip(rows) {
         let (ours, theirs) = (scored["logp"].as_array().unwrap(), row["logp"].as_array().unwrap());
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(theirs) {
@@ -115,7 +111,7 @@ fn greedy_chat_generation_matches_transformers() {
         out.to_str().unwrap(),
     ]);
     assert!(run.status.success(), "{}", stderr(&run));
-    let result = &jsonl(&out)[0];
+    let result = &read_jsonl(&out)[0];
     assert_eq!(result["generations"][0], greedy["text"]);
 }
 

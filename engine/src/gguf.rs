@@ -6,12 +6,18 @@
 //! every tensor dequantized under its Hugging Face name. llama.cpp's converter permutes the rows of a
 //! Llama checkpoint's q and k projections (rotate-half pairs become interleaved pairs, llama.cpp's
 //! "normal" rope); [`unpermute_rows`] undoes that. Qwen2 uses the NEOX rope in llama.cpp: nothing to undo.
+//! [`write`] goes the other way: a Hugging Face checkpoint into a GGUF file llama.cpp loads.
+
+mod export;
+
+pub use candle_core::quantized::gguf_file::Value as GgufValue;
+pub use export::{permute_rows, write, Exported, GgufType};
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::quantized::gguf_file::{self, Value as GgufValue};
+use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Map, Value};
 
@@ -92,31 +98,52 @@ pub fn unpermute_rows(tensor: &Tensor, heads: usize) -> Result<Tensor> {
     Ok(tensor.reshape((heads, half, 2, cols))?.transpose(1, 2)?.contiguous()?.reshape((rows, cols))?)
 }
 
+/// Whole-model tensors: llama.cpp's name, Hugging Face's name.
+const MODEL_TENSORS: [(&str, &str); 3] = [
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+];
+
+/// Per-layer modules: llama.cpp's `blk.N.<name>`, Hugging Face's `model.layers.N.<name>`.
+const LAYER_MODULES: [(&str, &str); 9] = [
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+];
+
 /// The Hugging Face name of a GGUF tensor (llama.cpp's names for llama and qwen2).
 fn hf_tensor_name(name: &str) -> Option<String> {
-    match name {
-        "token_embd.weight" => return Some("model.embed_tokens.weight".into()),
-        "output_norm.weight" => return Some("model.norm.weight".into()),
-        "output.weight" => return Some("lm_head.weight".into()),
-        _ => {}
+    if let Some((_, hf)) = MODEL_TENSORS.iter().find(|(gguf, _)| *gguf == name) {
+        return Some(hf.to_string());
     }
-    let rest = name.strip_prefix("blk.")?;
+    let (layer, module, kind) = split_layer_name(name.strip_prefix("blk.")?)?;
+    let (_, hf) = LAYER_MODULES.iter().find(|(gguf, _)| *gguf == module)?;
+    Some(format!("model.layers.{layer}.{hf}.{kind}"))
+}
+
+/// The GGUF name of a Hugging Face tensor; the inverse of [`hf_tensor_name`].
+fn gguf_tensor_name(name: &str) -> Option<String> {
+    if let Some((gguf, _)) = MODEL_TENSORS.iter().find(|(_, hf)| *hf == name) {
+        return Some(gguf.to_string());
+    }
+    let (layer, module, kind) = split_layer_name(name.strip_prefix("model.layers.")?)?;
+    let (gguf, _) = LAYER_MODULES.iter().find(|(_, hf)| *hf == module)?;
+    Some(format!("blk.{layer}.{gguf}.{kind}"))
+}
+
+/// `"12.self_attn.q_proj.weight"` → `(12, "self_attn.q_proj", "weight")`.
+fn split_layer_name(rest: &str) -> Option<(usize, &str, &str)> {
     let (layer, part) = rest.split_once('.')?;
     let layer: usize = layer.parse().ok()?;
     let (module, kind) = part.rsplit_once('.')?;
-    let hf = match module {
-        "attn_norm" => "input_layernorm",
-        "ffn_norm" => "post_attention_layernorm",
-        "attn_q" => "self_attn.q_proj",
-        "attn_k" => "self_attn.k_proj",
-        "attn_v" => "self_attn.v_proj",
-        "attn_output" => "self_attn.o_proj",
-        "ffn_gate" => "mlp.gate_proj",
-        "ffn_up" => "mlp.up_proj",
-        "ffn_down" => "mlp.down_proj",
-        _ => return None,
-    };
-    matches!(kind, "weight" | "bias").then(|| format!("model.layers.{layer}.{hf}.{kind}"))
+    matches!(kind, "weight" | "bias").then_some((layer, module, kind))
 }
 
 /// `config.json` from the `<arch>.*` and `tokenizer.ggml.*` metadata.
@@ -229,6 +256,14 @@ mod tests {
         assert_eq!(hf_tensor_name("token_embd.weight").unwrap(), "model.embed_tokens.weight");
         assert!(hf_tensor_name("blk.0.attn_qkv.weight").is_none());
         assert!(hf_tensor_name("rope_freqs.weight").is_none());
+    }
+
+    #[test]
+    fn gguf_names_invert_hf_names() {
+        for name in ["token_embd.weight", "output.weight", "blk.3.attn_q.bias", "blk.29.ffn_up.weight"] {
+            assert_eq!(gguf_tensor_name(&hf_tensor_name(name).unwrap()).unwrap(), name);
+        }
+        assert!(gguf_tensor_name("model.layers.0.self_attn.rotary_emb.inv_freq").is_none());
     }
 
     #[test]

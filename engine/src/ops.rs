@@ -277,6 +277,11 @@ impl Rope {
         Rope { inv_freq }
     }
 
+    /// The frequency of each pair of dimensions, scaling applied.
+    pub fn inv_freq(&self) -> &[f64] {
+        &self.inv_freq
+    }
+
     /// `(cos, sin)`, each `[seq_len, head_dim]` with the frequencies repeated for both halves,
     /// as transformers lays them out for `rotate_half`.
     pub fn tables(&self, seq_len: usize, dtype: DType, device: &Device) -> Result<(Tensor, Tensor)> {

@@ -22,18 +22,8 @@ pub struct StoredTensor {
 
 /// Every tensor of the checkpoint in `dir`, single file or sharded.
 pub fn read_model_tensors(dir: &Path, device: &Device) -> Result<HashMap<String, StoredTensor>> {
-    let single = dir.join(SINGLE_FILE);
-    let index = dir.join(INDEX_FILE);
-    let files = if single.is_file() {
-        vec![single]
-    } else if index.is_file() {
-        shard_files(&index)?
-    } else {
-        bail!("{}: no {SINGLE_FILE} or {INDEX_FILE} found", dir.display());
-    };
-
     let mut out = HashMap::new();
-    for file in files {
+    for file in model_files(dir)? {
         let tensors = candle_core::safetensors::load(&file, device)
             .with_context(|| format!("{}: cannot read safetensors", file.display()))?;
         for (name, tensor) in tensors {
@@ -41,6 +31,29 @@ pub fn read_model_tensors(dir: &Path, device: &Device) -> Result<HashMap<String,
         }
     }
     Ok(out)
+}
+
+/// The safetensors files of the checkpoint in `dir`: `model.safetensors`, or the shards its index names.
+pub fn model_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let single = dir.join(SINGLE_FILE);
+    let index = dir.join(INDEX_FILE);
+    if single.is_file() {
+        Ok(vec![single])
+    } else if index.is_file() {
+        shard_files(&index)
+    } else {
+        bail!("{}: no {SINGLE_FILE} or {INDEX_FILE} found", dir.display());
+    }
+}
+
+/// The checkpoint in `dir` memory-mapped: tensors are read one at a time, so a model larger than memory
+/// can be streamed through (export).
+pub fn map_model_tensors(dir: &Path) -> Result<candle_core::safetensors::MmapedSafetensors> {
+    let files = model_files(dir)?;
+    // SAFETY: the files are only read; a checkpoint rewritten under a running export is the user's race,
+    // as for every mmap-based loader (transformers, llama.cpp).
+    unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
+        .with_context(|| format!("{}: cannot map the safetensors files", dir.display()))
 }
 
 /// The distinct shard files named by an index's `weight_map`, in sorted order.

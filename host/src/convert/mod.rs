@@ -1,4 +1,4 @@
-//! `host convert`: a `.gguf` file becomes a Hugging Face model directory.
+//! `host convert`: a `.gguf` file becomes a Hugging Face model directory, and back ([`export`]).
 //!
 //! The weights and config.json come from [`engine::gguf`]; this module builds the tokenizer files from
 //! the GGUF's `tokenizer.ggml.*` metadata: `tokenizer.json` (a byte-level BPE with the vocabulary, the
@@ -6,6 +6,10 @@
 //! `tokenizer.ggml.pre`), `tokenizer_config.json` (special tokens, BOS/EOS flags) and
 //! `chat_template.jinja` (`tokenizer.chat_template`). The directory is written beside its destination
 //! and renamed into place, so a failure leaves nothing behind.
+
+mod export;
+
+pub use export::hf_to_gguf;
 
 use std::path::Path;
 
@@ -16,6 +20,9 @@ use serde_json::{json, Map, Value};
 /// llama.cpp's token types (`llama_token_type`).
 const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
+
+/// The pre-tokenizers (by llama.cpp's `tokenizer.ggml.pre` name) that convert builds and recognises.
+const PRE_TOKENIZERS: [&str; 4] = ["gpt2", "smollm", "qwen2", "llama-bpe"];
 
 /// GPT-2's pre-tokenizer split (used with byte-level decoding) for Qwen2 and Llama 3 vocabularies.
 const QWEN2_SPLIT: &str =
@@ -108,7 +115,8 @@ fn pre_tokenizer(pre: &str) -> Result<Value> {
             json!({"type": "Sequence", "pretokenizers": [split(LLAMA3_SPLIT), byte_level(false)]})
         }
         other => bail!(
-            "tokenizer pre-tokenizer `{other}` (tokenizer.ggml.pre) is not supported (supported: gpt2, smollm, qwen2, llama-bpe)"
+            "tokenizer pre-tokenizer `{other}` (tokenizer.ggml.pre) is not supported (supported: {})",
+            PRE_TOKENIZERS.join(", ")
         ),
     })
 }

@@ -385,11 +385,11 @@ def objective(name: str, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     raise ValueError(name)
 
 
-def train_steps(model, tok: Tokenizer, examples: list[dict], eos_id: int, obj: str) -> dict:
+def train_steps(model, tok: Tokenizer, examples: list[dict], eos_id: int, obj: str, lr: float = LR) -> dict:
     input_ids, attn, positions, loss_mask, _ = padded_batch(tok, examples, eos_id)
     model.train()  # no dropout in these configs, but be explicit
     params = list(model.parameters())  # tied embeddings: one tensor
-    opt = torch.optim.AdamW(params, lr=LR, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
+    opt = torch.optim.AdamW(params, lr=lr, betas=BETAS, eps=EPS, weight_decay=WEIGHT_DECAY)
     tgt_mask = loss_mask[:, 1:]
     N = int(tgt_mask.sum())
     losses, grad_norms = [], []

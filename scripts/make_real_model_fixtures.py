@@ -12,6 +12,9 @@ an implementation independent of the host's converter. Written:
   tokenizer) and the log-probability of every response token and the EOS (the `host score` format);
 - `greedy`: a chat prompt rendered by `apply_chat_template` with the generation prompt, and the greedy
   continuation (ids and text) of `max_new_tokens` tokens or up to the EOS;
+- `training`: 3 AdamW steps on one padded batch of the rows (make_fixtures.train_steps, the contract of
+  the tiny models' training parity, at lr `TRAIN_LR`), for nll and neg_p: the loss and gradient norm of
+  each step;
 - `texts`: a text set (Unicode, code, digits, runs of spaces, special-token text) and transformers' ids.
   transformers' GGUF tokenizer drops llama.cpp's digit split for `tokenizer.ggml.pre = smollm` (a space
   before a digit joins it); for those texts `llama_cpp_rule` also gives the ids under llama.cpp's rule
@@ -28,6 +31,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 ROOT = Path(__file__).resolve().parent.parent
 GGUF_DIR = ROOT / "target" / "real-model"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+TRAIN_LR = 1e-4
 
 ROWS = [
     ("The capital of France is", " Paris, and it has 2,161,000 people."),
@@ -109,10 +114,19 @@ def main() -> None:
             entry["llama_cpp_rule"] = llama_cpp
         texts.append(entry)
 
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from make_fixtures import train_steps
+
+    examples = [{"prompt": p, "response": r} for p, r in ROWS]
+    training = {"lr": TRAIN_LR}
+    for objective in ["nll", "neg_p"]:
+        fresh = AutoModelForCausalLM.from_pretrained(str(GGUF_DIR), gguf_file=GGUF_NAME, dtype=torch.float32)
+        training[objective] = train_steps(fresh, backend, examples, eos, objective, lr=TRAIN_LR)
+
     out_path = ROOT / "tests" / "fixtures" / "real" / "smollm2.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     data = {"model": GGUF_NAME, "transformers": __import__("transformers").__version__, "eos_id": eos,
-            "rows": rows, "greedy": greedy, "texts": texts}
+            "rows": rows, "greedy": greedy, "texts": texts, "training": training}
     out_path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n")
     print(f"wrote {out_path}: {len(rows)} rows, greedy {greedy['text']!r}, {len(texts)} texts "
           f"({sum('llama_cpp_rule' in t for t in texts)} where llama.cpp's rule differs)")

@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use integration_tests::{assert_error, fixture, host, read_jsonl, real_model, stderr, stdout, write_jsonl};
+use integration_tests::{
+    assert_error, fixture, host, read_jsonl, read_metrics, real_model, stderr, stdout, write_jsonl, write_run_config,
+};
 use serde_json::{json, Value};
 
 fn reference() -> Value {
@@ -58,6 +60,63 @@ fn convert(src: &Path, dst: &Path, extra: &[&str]) {
     args.extend(extra);
     let run = host(&args);
     assert!(run.status.success(), "{}", stderr(&run));
+}
+
+#[test]
+fn three_training_steps_match_pytorch_on_the_real_model() {
+    let model = real_model();
+    let reference = reference();
+    let training = &reference["training"];
+    let rows: Vec<Value> = reference["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| json!({"prompt": r["prompt"], "response": r["response"]}))
+        .collect();
+    for objective in ["nll", "neg_p"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("train.jsonl");
+        write_jsonl(&data, &rows);
+        let out = dir.path().join("out");
+        let config = write_run_config(
+            dir.path(),
+            &model,
+            &data,
+            &format!(
+                "[objective]\nplugin = \"{objective}\"\n\n[optim]\nlr = {}\nbetas = [0.9, 0.95]\neps = 1e-8\nweight_decay = 0.01\nlr_scheduler = \"constant\"\nmax_grad_norm = 1.0\n\n[train]\nbatch_size = {}\nmax_steps = 3\nout_dir = {:?}\n",
+                training["lr"],
+                rows.len(),
+                out.display().to_string()
+            ),
+        );
+        let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
+        assert!(run.status.success(), "{objective}: {}", stderr(&run));
+        let metrics = read_metrics(&out);
+        let want = &training[objective];
+        assert_eq!(metrics.len(), 3);
+        for (k, line) in metrics.iter().enumerate() {
+            eprintln!(
+                "{objective} step {}: loss {} vs {}, grad norm {} vs {}",
+                k + 1,
+                line["loss"],
+                want["losses"][k],
+                line["grad_norm"],
+                want["grad_norms"][k]
+            );
+            let (loss, expected) = (line["loss"].as_f64().unwrap(), want["losses"][k].as_f64().unwrap());
+            assert!(
+                (loss - expected).abs() <= 2e-3 * expected,
+                "{objective} step {}: loss {loss} vs {expected}",
+                k + 1
+            );
+            let (norm, expected) = (line["grad_norm"].as_f64().unwrap(), want["grad_norms"][k].as_f64().unwrap());
+            assert!(
+                (norm - expected).abs() <= 1e-2 * expected,
+                "{objective} step {}: grad norm {norm} vs {expected}",
+                k + 1
+            );
+        }
+    }
 }
 
 #[test]

@@ -8,9 +8,10 @@
 #
 #   bench/compare.sh            # shapes A and B
 #   SHAPES=A bench/compare.sh   # one shape
+#   SHAPES=S bench/compare.sh   # SmolLM2-135M's shape
 #
 # Environment: SHAPES (default "A B"), THREADS (default: nproc), REPEAT (default 1), STEPS_A/WARMUP_A (default 8/2),
-# STEPS_B/WARMUP_B (default 4/1), NO_BUILD=1 to use the binaries as they are, LOG_DIR for the full outputs.
+# STEPS_B/WARMUP_B and STEPS_S/WARMUP_S (default 4/1), NO_BUILD=1 to use the binaries as they are, LOG_DIR for the full outputs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +28,14 @@ fi
 declare -A ARGS STEPS WARMUP
 ARGS[A]="--hidden 256 --intermediate 1024 --layers 4 --heads 4 --kv-heads 2 --vocab 512 --batch 8 --seq 128"
 ARGS[B]="--hidden 512 --intermediate 2048 --layers 8 --heads 8 --kv-heads 4 --vocab 32000 --batch 4 --seq 256"
+# S: SmolLM2-135M's shape (134.5 M parameters, vocab 49,152).
+ARGS[S]="--hidden 576 --intermediate 1536 --layers 30 --heads 9 --kv-heads 3 --vocab 49152 --batch 4 --seq 256"
 STEPS[A]=${STEPS_A:-8}
 WARMUP[A]=${WARMUP_A:-2}
 STEPS[B]=${STEPS_B:-4}
 WARMUP[B]=${WARMUP_B:-1}
+STEPS[S]=${STEPS_S:-4}
+WARMUP[S]=${WARMUP_S:-1}
 
 last_tps() { tail -n 1 "$1" | sed -n 's/^tokens\/s: //p'; }
 

@@ -174,9 +174,17 @@ fn export_refuses_bad_input_and_leaves_nothing_behind() {
     tokenizer["model"]["byte_fallback"] = json!(true);
     std::fs::write(copy.join("tokenizer.json"), tokenizer.to_string()).unwrap();
     assert_error(&host(&["convert", c, d]), 2, &["byte_fallback", "not supported"]);
-    // A truncated safetensors file: an error naming it, no GGUF and no temporary file left.
+    // config.json declaring a layer the weights do not have.
     tokenizer["model"]["byte_fallback"] = json!(false);
     std::fs::write(copy.join("tokenizer.json"), tokenizer.to_string()).unwrap();
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    config["num_hidden_layers"] = json!(31);
+    std::fs::write(copy.join("config.json"), config.to_string()).unwrap();
+    assert_error(&host(&["convert", c, d]), 2, &["no tensors for layer 30", "config.json"]);
+    std::fs::copy(model.join("config.json"), copy.join("config.json")).unwrap();
+    // A truncated safetensors file: an error naming it, no GGUF and no temporary file left (one a killed
+    // export left, its process gone, is removed).
+    std::fs::write(dir.path().join("out.gguf.tmp-4000000000"), b"left by kill -9").unwrap();
     let weights = std::fs::read(model.join("model.safetensors")).unwrap();
     std::fs::write(copy.join("model.safetensors"), &weights[..weights.len() / 3]).unwrap();
     assert_error(&host(&["convert", c, d]), 2, &["model.safetensors"]);

@@ -85,10 +85,14 @@ pub fn write(
     if dst.exists() {
         bail!("{}: already exists; remove it or choose another destination", dst.display());
     }
+    if let Some(file_name) = dst.file_name() {
+        remove_stale_temporaries(dst, &file_name.to_string_lossy());
+    }
     let mut metadata = model_metadata(config, name, ty);
     metadata.extend(tokenizer);
 
     let source = crate::weights::map_model_tensors(model_dir)?;
+    check_shapes(model_dir, config, &source)?;
     let mut names: Vec<String> = source.tensors().into_iter().map(|(n, _)| n).collect();
     // llama.cpp's order: embedding, the layers in order, final norm, head.
     names.sort_by_key(|n| tensor_order(n));
@@ -130,6 +134,49 @@ pub fn write(
     write_file_atomically(dst, &metadata, &tensors)?;
     let bytes = std::fs::metadata(dst).map(|m| m.len()).unwrap_or(0);
     Ok(Exported { tensor_types: counts.into_iter().collect(), parameters, bytes })
+}
+
+/// The checkpoint holds what config.json describes: llama.cpp would refuse (or misread) anything else,
+/// so it is refused here, naming the tensor.
+fn check_shapes(
+    model_dir: &Path,
+    config: &ModelConfig,
+    source: &candle_core::safetensors::MmapedSafetensors,
+) -> Result<()> {
+    let config_path = model_dir.join("config.json");
+    let mut layers = vec![false; config.num_hidden_layers];
+    for (name, view) in source.tensors() {
+        let shape = view.shape();
+        if name == "model.embed_tokens.weight" && shape != [config.vocab_size, config.hidden_size] {
+            bail!(
+                "{}: tensor `{name}` is {shape:?}, but {} says vocab_size {} and hidden_size {}",
+                model_dir.display(),
+                config_path.display(),
+                config.vocab_size,
+                config.hidden_size
+            );
+        }
+        if let Some((layer, _, _)) = name.strip_prefix("model.layers.").and_then(super::split_layer_name) {
+            match layers.get_mut(layer) {
+                Some(seen) => *seen = true,
+                None => bail!(
+                    "{}: tensor `{name}` is beyond num_hidden_layers = {} ({})",
+                    model_dir.display(),
+                    config.num_hidden_layers,
+                    config_path.display()
+                ),
+            }
+        }
+    }
+    if let Some(missing) = layers.iter().position(|seen| !seen) {
+        bail!(
+            "{}: no tensors for layer {missing} of the {} that {} declares",
+            model_dir.display(),
+            config.num_hidden_layers,
+            config_path.display()
+        );
+    }
+    Ok(())
 }
 
 /// 2-D tensors in the chosen type; 1-D tensors (norms, biases, rope factors) in f32, as llama.cpp's
@@ -222,11 +269,10 @@ fn tensor_order(hf_name: &str) -> (usize, usize, String) {
     }
 }
 
-/// candle's GGUF writer into `<dst>.tmp-<pid>`, synced, then renamed to `dst`.
+/// candle's GGUF writer into `<dst>.tmp-<pid>`, synced, then linked to `dst` (never over an existing file).
 fn write_file_atomically(dst: &Path, metadata: &[(String, Value)], tensors: &[(String, QTensor)]) -> Result<()> {
-    let mut tmp_name = dst.file_name().ok_or_else(|| anyhow!("{}: not a file path", dst.display()))?.to_os_string();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = dst.with_file_name(tmp_name);
+    let name = dst.file_name().ok_or_else(|| anyhow!("{}: not a file path", dst.display()))?.to_string_lossy();
+    let tmp = dst.with_file_name(format!("{name}.tmp-{}", std::process::id()));
     let result = (|| -> Result<()> {
         let file = std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 22, file);
@@ -236,12 +282,36 @@ fn write_file_atomically(dst: &Path, metadata: &[(String, Value)], tensors: &[(S
         out.flush().with_context(|| format!("cannot write {}", tmp.display()))?;
         let file = out.into_inner().map_err(|e| anyhow!("cannot write {}: {}", tmp.display(), e.error()))?;
         file.sync_all().with_context(|| format!("cannot sync {}", tmp.display()))?;
-        std::fs::rename(&tmp, dst).with_context(|| format!("cannot move {} to {}", tmp.display(), dst.display()))
+        // A hard link, unlike a rename, fails when `dst` appeared meanwhile (another export to the same
+        // path): the first one finished stays, the second is refused.
+        // File systems without hard links get the rename.
+        match std::fs::hard_link(&tmp, dst) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                bail!("{}: already exists (written by another process meanwhile)", dst.display())
+            }
+            Err(_) => std::fs::rename(&tmp, dst)
+                .with_context(|| format!("cannot move {} to {}", tmp.display(), dst.display())),
+        }
     })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    let _ = std::fs::remove_file(&tmp);
     result
+}
+
+/// Removes `<name>.tmp-<pid>` files beside `dst` left by exports that were killed (their process is gone).
+fn remove_stale_temporaries(dst: &Path, name: &str) {
+    let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let prefix = format!("{name}.tmp-");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
+        let alive = pid.parse::<u32>().map_or(true, |pid| Path::new(&format!("/proc/{pid}")).exists());
+        // Only where /proc tells which processes live (Linux); elsewhere nothing is removed.
+        if !alive && Path::new("/proc/self").exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]

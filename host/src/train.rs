@@ -389,19 +389,30 @@ fn load_objective(
     let given: Vec<(String, toml::Value)> =
         config.objective.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut params = ParamSet::from_toml(plugin.params(), &given, "[objective.params]")?;
-    if let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q")) {
-        if !(0.0..=100.0).contains(&k) {
-            bail!("[objective.params] percentile must be in [0, 100], got {k}");
-        }
+    if matches!((params.get("percentile"), params.get("q")), (Some(_), None)) {
         let examples: Vec<Example> = sets.iter().flat_map(|s| s.examples.iter().cloned()).collect();
         let logp = crate::score::response_logprobs(model, &examples, tokenizer.eos_id, 8)?;
         let probabilities: Vec<f64> = logp.iter().flatten().map(|&lp| (lp as f64).exp()).collect();
-        let q = crate::score::percentile(&probabilities, k);
-        tracing::info!("percentile {k} of the base model's token probabilities is q = {q:.6}");
-        params.set("q", ParamValue::Float(q));
-        params.remove("percentile");
+        if let Some(q) = resolve_percentile(&mut params, &probabilities, "[objective.params]")? {
+            tracing::info!("the percentile of the base model's token probabilities is q = {q:.6}");
+        }
     }
     ObjectivePlugin::create(plugin, params)
+}
+
+/// Turns `percentile = K` (when no `q` is given) into `q`, the K-th percentile of `probabilities` (the base
+/// model's on the training targets); returns that `q`. `origin` names the parameters in errors.
+pub fn resolve_percentile(params: &mut ParamSet, probabilities: &[f64], origin: &str) -> Result<Option<f64>> {
+    let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q")) else {
+        return Ok(None);
+    };
+    if !(0.0..=100.0).contains(&k) {
+        bail!("{origin} percentile must be in [0, 100], got {k}");
+    }
+    let q = crate::score::percentile(probabilities, k);
+    params.set("q", ParamValue::Float(q));
+    params.remove("percentile");
+    Ok(Some(q))
 }
 
 /// The learning rate of step `step` (from 1), as Hugging Face's schedulers compute it at index step-1:

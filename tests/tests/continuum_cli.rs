@@ -366,3 +366,77 @@ fn sweeps_are_refused_before_any_training() {
     // Nothing at all was written.
     assert!(!out.exists());
 }
+
+/// `(q, tokens %, gradient %)` from the rollout's `trains on:` line for `setting`.
+fn trains_on(out: &str, setting: &str) -> (Option<f64>, f64, f64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("trains on: {setting}")))
+        .unwrap_or_else(|| panic!("no line for {setting} in {out}"));
+    let q = line.split_once("(q = ").map(|(_, rest)| rest.split(')').next().unwrap().parse().unwrap());
+    let numbers: Vec<f64> = line
+        .rsplit_once(": ")
+        .unwrap()
+        .1
+        .split(" % ")
+        .filter_map(|part| part.rsplit(' ').next().and_then(|n| n.parse().ok()))
+        .collect();
+    (q, numbers[0], numbers[1])
+}
+
+#[test]
+fn rollout_reports_what_each_objective_trains_on() {
+    let s = setup();
+    let objectives = "[[objective]]\nplugin = \"nll\"\n\n[[objective]]\nplugin = \"neg_p\"\n\n\
+                      [[objective]]\nplugin = \"neg_p_threshold\"\nparams = { percentile = 50, side = \"top\" }\n";
+    let config = s.sweep_config("", objectives);
+    let text = std::fs::read_to_string(&config).unwrap().replacen("seeds = [0, 1]", "seeds = [0]", 1);
+    std::fs::write(&config, text).unwrap();
+    let run = host(&["rollout", "--config", config.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let out = stdout(&run);
+
+    // The reference: the base model's target-token probabilities by `host score`, and each objective's
+    // gradient on the target logit in closed form (NLL 1 - p; -p p(1 - p); the threshold keeps p >= q).
+    let logp_file = s.dir.path().join("base-logp.jsonl");
+    let train = s.dir.path().join("train.jsonl");
+    let model = workspace_root().join("models/tiny-default");
+    let score = host(&[
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        train.to_str().unwrap(),
+        "--out",
+        logp_file.to_str().unwrap(),
+    ]);
+    assert!(score.status.success(), "{}", stderr(&score));
+    let p: Vec<f64> = std::fs::read_to_string(&logp_file)
+        .unwrap()
+        .lines()
+        .flat_map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            // The f32 the host computed (written as its shortest decimal), as the host exponentiates it.
+            v["logp"].as_array().unwrap().iter().map(|x| (x.as_f64().unwrap() as f32 as f64).exp()).collect::<Vec<_>>()
+        })
+        .collect();
+    let nll: f64 = p.iter().map(|p| 1.0 - p).sum();
+    let close = |got: f64, want: f64, what: &str| assert!((got - want).abs() < 0.01, "{what}: {got} % vs {want} %");
+
+    let (q, tokens, gradient) = trains_on(&out, "nll");
+    assert_eq!(q, None);
+    close(tokens, 100.0, "nll tokens");
+    close(gradient, 100.0, "nll gradient");
+    let (_, tokens, gradient) = trains_on(&out, "neg_p");
+    close(tokens, 100.0, "neg_p tokens");
+    close(gradient, 100.0 * p.iter().map(|p| p * (1.0 - p)).sum::<f64>() / nll, "neg_p gradient");
+    let (q, tokens, gradient) = trains_on(&out, "neg_p_threshold");
+    let q = q.expect("the threshold's q");
+    let kept: Vec<f64> = p.iter().copied().filter(|&p| p >= q).collect();
+    close(tokens, 100.0 * kept.len() as f64 / p.len() as f64, "threshold tokens");
+    close(gradient, 100.0 * kept.iter().map(|p| p * (1.0 - p)).sum::<f64>() / nll, "threshold gradient");
+    assert!(tokens > 40.0 && tokens < 60.0, "percentile 50 keeps about half: {tokens} %");
+
+    let md = std::fs::read_to_string(s.out().join("report.md")).unwrap();
+    assert!(md.contains("What each objective trains on") && md.contains("share of NLL's gradient"), "{md}");
+}

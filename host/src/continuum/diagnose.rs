@@ -91,6 +91,9 @@ pub struct Diagnosis {
     pub recommended: Vec<String>,
     /// For thresholded objectives given `percentile = K`: the `q` it turns into.
     pub percentile_to_q: Vec<(f64, f64)>,
+    /// Every target token's log-probability, in order (for [`super::shares`]; not written out).
+    #[serde(skip)]
+    pub logp: Vec<f32>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -136,6 +139,7 @@ pub fn diagnose(logp: &[Vec<f32>]) -> Result<Diagnosis> {
         cutoffs: Cutoffs { model_strong_from: STRONG_FROM, model_weak_below: WEAK_BELOW },
         recommended,
         percentile_to_q,
+        logp: logp.iter().flatten().copied().collect(),
     })
 }
 

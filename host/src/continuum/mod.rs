@@ -3,4 +3,5 @@
 
 pub mod diagnose;
 pub mod rollout;
+pub mod shares;
 pub mod sweep;

@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use engine::{Device, Model};
 
 use super::diagnose::{diagnose_records, write_outputs, Diagnosis, Region};
+use super::shares::{share_of, TrainingShare, LOW_GRADIENT_SHARE};
 use super::sweep::{self, ObjectiveEntry, Outcome, Plan, SweepSpec};
 use crate::data::{Record, TextTokenizer};
 use crate::plugins::params::parse_literal;
@@ -75,12 +76,16 @@ pub fn rollout(spec: &SweepSpec, search: &SearchPath) -> Result<Rollout> {
         let origin = format!("objectives recommended for the {} region:", diagnosis.region.as_str());
         plan.set_objectives(&entries, &origin, search)?;
     }
+    let shares = objective_shares(&plan, &diagnosis, search)?;
+    for (setting, share) in &shares {
+        println!("{}", share_line(setting, share));
+    }
     plan.out_dir = out_dir.join("sweep");
     let outcome = sweep::execute(&plan, search)?;
 
     let ranking = outcome.ranking();
     let winner = ranking.first().copied().filter(|&i| outcome.rows[i].stats[outcome.rank_column].is_some());
-    let doc = report(&plan, &diagnosis, &outcome, overridden, &out_dir)?;
+    let doc = report(&plan, &diagnosis, &shares, &outcome, overridden, &out_dir)?;
     let report_md = out_dir.join("report.md");
     let report_html = out_dir.join("report.html");
     crate::eval::write_atomic(&report_md, &doc.to_markdown())?;
@@ -103,6 +108,27 @@ fn recommended_entries(region: Region) -> Vec<ObjectiveEntry> {
             label: None,
         })
         .collect()
+}
+
+/// What each setting of the sweep trains on under the base model, by setting display name.
+fn objective_shares(plan: &Plan, d: &Diagnosis, search: &SearchPath) -> Result<Vec<(String, TrainingShare)>> {
+    plan.settings
+        .iter()
+        .map(|s| {
+            let origin = format!("objective `{}`", s.display());
+            Ok((s.display(), share_of(search, &s.plugin, &s.params, &d.logp, &origin)?))
+        })
+        .collect()
+}
+
+fn share_line(setting: &str, share: &TrainingShare) -> String {
+    let q = share.q.map_or(String::new(), |q| format!(" (q = {q})"));
+    let flag = if share.gradient < LOW_GRADIENT_SHARE { "  [under 1 % of NLL's gradient]" } else { "" };
+    format!(
+        "trains on: {setting}{q}: {:.1} % of the target tokens, {:.2} % of NLL's gradient{flag}",
+        100.0 * share.tokens,
+        100.0 * share.gradient
+    )
 }
 
 fn data_names(plan: &Plan) -> String {
@@ -175,7 +201,14 @@ pub fn margin(outcome: &Outcome) -> Option<Margin> {
     Some(Margin { text, clear })
 }
 
-fn report(plan: &Plan, d: &Diagnosis, outcome: &Outcome, overridden: bool, out_dir: &Path) -> Result<Document> {
+fn report(
+    plan: &Plan,
+    d: &Diagnosis,
+    shares: &[(String, TrainingShare)],
+    outcome: &Outcome,
+    overridden: bool,
+    out_dir: &Path,
+) -> Result<Document> {
     let mut doc = Document::new("Rollout report");
     let model = plan.models[0].display().to_string();
     doc.push(Block::Paragraph(format!(
@@ -218,6 +251,38 @@ fn report(plan: &Plan, d: &Diagnosis, outcome: &Outcome, overridden: bool, out_d
         format!("The objectives recommended for the {} region ({recommended}).", d.region.as_str())
     }));
     doc.push(Block::List(plan.settings.iter().map(|s| format!("`{}`: {}", s.display(), s.description)).collect()));
+    doc.push(Block::Heading(2, "What each objective trains on".into()));
+    doc.push(Block::Paragraph(
+        "Measured on the base model before the first step, by calling each objective plugin on the diagnosis' log-probabilities: the share of target tokens it keeps with a non-zero weight, and the share of NLL's gradient on the target logits it applies (the sum of w(p)(1 - p) over NLL's sum of 1 - p). A thresholded objective is checked against the current model at every step, so these shares move during training.".into(),
+    ));
+    let rows = shares
+        .iter()
+        .map(|(setting, share)| {
+            vec![
+                format!("`{setting}`"),
+                share.q.map_or("-".into(), |q| format!("{q:.6}")),
+                format!("{:.1} %", 100.0 * share.tokens),
+                format!("{:.2} %", 100.0 * share.gradient),
+            ]
+        })
+        .collect();
+    doc.push(Block::Table {
+        headers: vec![
+            "setting".into(),
+            "q".into(),
+            "target tokens trained on".into(),
+            "share of NLL's gradient".into(),
+        ],
+        rows,
+    });
+    let low: Vec<String> =
+        shares.iter().filter(|(_, s)| s.gradient < LOW_GRADIENT_SHARE).map(|(name, _)| format!("`{name}`")).collect();
+    if !low.is_empty() {
+        doc.push(Block::Paragraph(format!(
+            "{} applies less than 1 % of NLL's gradient. AdamW divides each coordinate's step by that coordinate's own gradient scale, so such a run still moves the weights at about the full learning rate while its loss has almost nothing left to gain; on the shipped miniature such runs collapse (docs/continuum.md, why the thresholded runs collapse).",
+            low.join(", ")
+        )));
+    }
     let seeds: Vec<String> = plan.seeds.iter().map(u64::to_string).collect();
     let protocols: Vec<String> = plan
         .protocols

@@ -21,7 +21,7 @@ pub struct CurveRow {
 }
 
 /// Calls the objective once on a flat batch of log-probabilities, all inside the loss mask.
-fn evaluate(objective: &ObjectivePlugin, logp: &[f32]) -> Result<ObjectiveValues> {
+pub(crate) fn evaluate(objective: &ObjectivePlugin, logp: &[f32]) -> Result<ObjectiveValues> {
     let mask = vec![1u8; logp.len()];
     objective.compute(&ObjectiveInputs {
         logp,

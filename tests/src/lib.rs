@@ -117,6 +117,26 @@ pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// `host score --model MODEL --data DATA --out OUT`, asserting success: each row's per-token log-probs.
+pub fn score_logp(model: &Path, data: &Path, out: &Path) -> Vec<Vec<f64>> {
+    let args = [
+        "score",
+        "--model",
+        &model.to_string_lossy(),
+        "--data",
+        &data.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+    ]
+    .map(|a| a.to_string());
+    let run = host(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(run.status.success(), "host score: {}", stderr(&run));
+    read_jsonl(out)
+        .iter()
+        .map(|line| line["logp"].as_array().expect("logp").iter().map(|v| v.as_f64().expect("a number")).collect())
+        .collect()
+}
+
 /// The `metrics.jsonl` lines of a run.
 pub fn read_metrics(out_dir: &Path) -> Vec<serde_json::Value> {
     read_jsonl(&out_dir.join("metrics.jsonl"))

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use integration_tests::{assert_error, fixture, host, stderr, stdout, workspace_root, write_jsonl, write_run_config};
+use integration_tests::{
+    assert_error, fixture, host, score_logp, stderr, stdout, workspace_root, write_jsonl, write_run_config,
+};
 use serde_json::Value;
 
 /// The first `n` lines of a shipped data file, as JSON values.
@@ -401,25 +403,9 @@ fn rollout_reports_what_each_objective_trains_on() {
     let logp_file = s.dir.path().join("base-logp.jsonl");
     let train = s.dir.path().join("train.jsonl");
     let model = workspace_root().join("models/tiny-default");
-    let score = host(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        train.to_str().unwrap(),
-        "--out",
-        logp_file.to_str().unwrap(),
-    ]);
-    assert!(score.status.success(), "{}", stderr(&score));
-    let p: Vec<f64> = std::fs::read_to_string(&logp_file)
-        .unwrap()
-        .lines()
-        .flat_map(|l| {
-            let v: Value = serde_json::from_str(l).unwrap();
-            // The f32 the host computed (written as its shortest decimal), as the host exponentiates it.
-            v["logp"].as_array().unwrap().iter().map(|x| (x.as_f64().unwrap() as f32 as f64).exp()).collect::<Vec<_>>()
-        })
-        .collect();
+    // The f32 the host computed (written as its shortest decimal), exponentiated as the host does.
+    let p: Vec<f64> =
+        score_logp(&model, &train, &logp_file).iter().flatten().map(|&lp| (lp as f32 as f64).exp()).collect();
     let nll: f64 = p.iter().map(|p| 1.0 - p).sum();
     let close = |got: f64, want: f64, what: &str| assert!((got - want).abs() < 0.01, "{what}: {got} % vs {want} %");
 

@@ -6,7 +6,8 @@
 use std::path::Path;
 
 use integration_tests::{
-    assert_error, fixture, host, read_jsonl, read_metrics, real_model, stderr, stdout, write_jsonl, write_run_config,
+    assert_error, fixture, host, read_jsonl, read_metrics, real_model, score_logp, stderr, stdout, write_jsonl,
+    write_run_config,
 };
 use serde_json::{json, Value};
 
@@ -25,20 +26,7 @@ fn score(model: &Path, dir: &Path) -> Vec<Vec<f64>> {
         .collect();
     write_jsonl(&data, &rows);
     let out = dir.join(format!("logp-{}.jsonl", model.file_name().unwrap().to_string_lossy()));
-    let run = host(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    read_jsonl(&out)
-        .iter()
-        .map(|line| line["logp"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect())
-        .collect()
+    score_logp(model, &data, &out)
 }
 
 /// `(mean, max)` of |a - b| over every token.
@@ -224,23 +212,12 @@ fn converted_model_scores_as_transformers_does() {
         assert_eq!(ids(&line["ids"]), ids(&row["ids"]), "{}", row["prompt"]);
     }
     // ... and the same log-probabilities, within 1e-4.
-    let out = dir.path().join("logp.jsonl");
-    let run = host(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(run.status.success(), "{}", stderr(&run));
     let mut worst = 0f64;
-    for (scored, row) in read_jsonl(&out).iter().zip(rows) {
-        let (ours, theirs) = (scored["logp"].as_array().unwrap(), row["logp"].as_array().unwrap());
+    for (ours, row) in score_logp(&model, &data, &dir.path().join("logp.jsonl")).iter().zip(rows) {
+        let theirs = row["logp"].as_array().unwrap();
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(theirs) {
-            worst = worst.max((a.as_f64().unwrap() - b.as_f64().unwrap()).abs());
+            worst = worst.max((a - b.as_f64().unwrap()).abs());
         }
     }
     assert!(worst < 1e-4, "max |Δ logp| {worst} against transformers");

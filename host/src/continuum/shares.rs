@@ -5,7 +5,7 @@
 //! NLL's), so `Σ w(p)(1 - p) / Σ (1 - p)` over the training targets says how much of NLL's push an
 //! objective keeps. A thresholded objective can keep half the tokens and almost none of the gradient:
 //! on the miniature's arithmetic, the tokens at or above the median probability (q = 0.99992) are
-//! punctuation and the end of text, and carry 0.06 % of NLL's gradient (docs/continuum.md). The numbers
+//! punctuation and the end of text, and carry 0.055 % of NLL's gradient (docs/continuum.md). The numbers
 //! come from the plugin itself, called on the base model's log-probabilities: no objective's math is
 //! restated here.
 

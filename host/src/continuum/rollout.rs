@@ -78,7 +78,10 @@ pub fn rollout(spec: &SweepSpec, search: &SearchPath) -> Result<Rollout> {
     }
     let shares = objective_shares(&plan, &diagnosis, search)?;
     for (setting, share) in &shares {
-        println!("{}", share_line(setting, share));
+        match share {
+            Some(share) => println!("{}", share_line(setting, share)),
+            None => println!("trains on: {setting}: not measured (the objective needs the model's entropy)"),
+        }
     }
     plan.out_dir = out_dir.join("sweep");
     let outcome = sweep::execute(&plan, search)?;
@@ -111,7 +114,7 @@ fn recommended_entries(region: Region) -> Vec<ObjectiveEntry> {
 }
 
 /// What each setting of the sweep trains on under the base model, by setting display name.
-fn objective_shares(plan: &Plan, d: &Diagnosis, search: &SearchPath) -> Result<Vec<(String, TrainingShare)>> {
+fn objective_shares(plan: &Plan, d: &Diagnosis, search: &SearchPath) -> Result<Vec<(String, Option<TrainingShare>)>> {
     plan.settings
         .iter()
         .map(|s| {
@@ -204,7 +207,7 @@ pub fn margin(outcome: &Outcome) -> Option<Margin> {
 fn report(
     plan: &Plan,
     d: &Diagnosis,
-    shares: &[(String, TrainingShare)],
+    shares: &[(String, Option<TrainingShare>)],
     outcome: &Outcome,
     overridden: bool,
     out_dir: &Path,
@@ -257,13 +260,14 @@ fn report(
     ));
     let rows = shares
         .iter()
-        .map(|(setting, share)| {
-            vec![
+        .map(|(setting, share)| match share {
+            Some(share) => vec![
                 format!("`{setting}`"),
                 share.q.map_or("-".into(), |q| format!("{q:.6}")),
                 format!("{:.1} %", 100.0 * share.tokens),
                 format!("{:.2} %", 100.0 * share.gradient),
-            ]
+            ],
+            None => vec![format!("`{setting}`"), "-".into(), "not measured (needs entropy)".into(), "-".into()],
         })
         .collect();
     doc.push(Block::Table {
@@ -275,8 +279,11 @@ fn report(
         ],
         rows,
     });
-    let low: Vec<String> =
-        shares.iter().filter(|(_, s)| s.gradient < LOW_GRADIENT_SHARE).map(|(name, _)| format!("`{name}`")).collect();
+    let low: Vec<String> = shares
+        .iter()
+        .filter(|(_, s)| s.as_ref().is_some_and(|s| s.gradient < LOW_GRADIENT_SHARE))
+        .map(|(name, _)| format!("`{name}`"))
+        .collect();
     if !low.is_empty() {
         doc.push(Block::Paragraph(format!(
             "{} applies less than 1 % of NLL's gradient. AdamW divides each coordinate's step by that coordinate's own gradient scale, so such a run still moves the weights at about the full learning rate while its loss has almost nothing left to gain; on the shipped miniature such runs collapse (docs/continuum.md, why the thresholded runs collapse).",

@@ -299,6 +299,9 @@ impl RunConfig {
     pub fn validate(&self) -> Result<()> {
         let o = &self.optim;
         let t = &self.train;
+        if self.data.train.files().is_empty() {
+            bail!("[data] train is an empty list; give at least one training file");
+        }
         if !(o.lr > 0.0 && o.lr.is_finite()) {
             bail!("[optim] lr must be a positive number, got {}", o.lr);
         }

@@ -129,6 +129,8 @@ pub fn read_jsonl(path: &Path, prompt_key: &str, response_key: &str) -> Result<V
 fn read_jsonl_rows(path: &Path) -> Result<Vec<(usize, Value)>> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read data file {shown}"))?;
+    // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the first row.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

@@ -341,6 +341,19 @@ pub fn summary_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{stem}.summary.json"))
 }
 
+/// Refuses an output path that names the input file (`--out` equal to `--data`, through any spelling or
+/// link): writing it would replace the data being read.
+pub fn refuse_overwriting_input(out: &Path, input: &Path) -> Result<()> {
+    let same = match (input.canonicalize(), out.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    if same {
+        anyhow::bail!("--out {} is the --data file; choose another output path", out.display());
+    }
+    Ok(())
+}
+
 /// Writes `contents` beside `path` and renames it into place, so that a failure leaves no half-written
 /// file.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {

@@ -255,8 +255,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let search = SearchPath::new(&cli.plugin_dirs);
-    let result = match cli.command {
+    let result = SearchPath::from_cli(&cli.plugin_dirs).and_then(|search| match cli.command {
         Command::Plugins { action } => match action {
             PluginsAction::List => commands::plugins::list(&search),
             PluginsAction::Inspect { plugin } => commands::plugins::inspect(&search, &plugin),
@@ -378,7 +377,7 @@ fn main() -> ExitCode {
             },
             threads,
         ),
-    };
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -389,12 +389,12 @@ fn load_objective(
     let given: Vec<(String, toml::Value)> =
         config.objective.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut params = ParamSet::from_toml(plugin.params(), &given, "[objective.params]")?;
-    if matches!((params.get("percentile"), params.get("q")), (Some(_), None)) {
+    if let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q")) {
         let examples: Vec<Example> = sets.iter().flat_map(|s| s.examples.iter().cloned()).collect();
         let logp = crate::score::response_logprobs(model, &examples, tokenizer.eos_id, 8)?;
         let probabilities: Vec<f64> = logp.iter().flatten().map(|&lp| (lp as f64).exp()).collect();
         if let Some(q) = resolve_percentile(&mut params, &probabilities, "[objective.params]")? {
-            tracing::info!("the percentile of the base model's token probabilities is q = {q:.6}");
+            tracing::info!("percentile {k} of the base model's token probabilities is q = {q:.6}");
         }
     }
     ObjectivePlugin::create(plugin, params)

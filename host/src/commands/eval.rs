@@ -34,6 +34,7 @@ pub fn run(args: &EvalArgs<'_>, search: &SearchPath) -> Result<()> {
     settings.stop = settings.stop.iter().map(|s| unescape(s)).collect();
     // Cheap checks first: bad flags, the plugin and the data fail before the model loads.
     settings.validate()?;
+    eval::refuse_overwriting_input(args.out, args.data)?;
     if !args.model.is_dir() {
         bail!("--model {}: no such model directory", args.model.display());
     }

@@ -22,6 +22,7 @@ pub struct ScoreArgs<'a> {
 }
 
 pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
+    crate::eval::refuse_overwriting_input(args.out, args.data)?;
     if !args.model.is_dir() {
         bail!("--model {}: no such model directory", args.model.display());
     }

@@ -37,7 +37,16 @@ pub struct SearchPath {
 }
 
 impl SearchPath {
-    /// `--plugin-dir` folders, then `HOST_PLUGIN_PATH`, then the folder of the running binary.
+    /// `--plugin-dir` folders (each must be a folder: a mistyped one is an error, not silently skipped),
+    /// then `HOST_PLUGIN_PATH`, then the folder of the running binary.
+    pub fn from_cli(cli_dirs: &[PathBuf]) -> Result<Self> {
+        if let Some(missing) = cli_dirs.iter().find(|d| !d.is_dir()) {
+            bail!("--plugin-dir {}: no such directory", missing.display());
+        }
+        Ok(Self::new(cli_dirs))
+    }
+
+    /// `cli_dirs`, then `HOST_PLUGIN_PATH`, then the folder of the running binary.
     pub fn new(cli_dirs: &[PathBuf]) -> Self {
         let mut dirs = cli_dirs.to_vec();
         if let Some(env) = std::env::var_os("HOST_PLUGIN_PATH") {

@@ -300,6 +300,10 @@ fn write_file_atomically(dst: &Path, metadata: &[(String, Value)], tensors: &[(S
 
 /// Removes `<name>.tmp-<pid>` files beside `dst` left by exports that were killed (their process is gone).
 fn remove_stale_temporaries(dst: &Path, name: &str) {
+    // Only where /proc tells which processes live (Linux); elsewhere nothing is removed.
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
     let dir = dst.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let prefix = format!("{name}.tmp-");
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -307,8 +311,7 @@ fn remove_stale_temporaries(dst: &Path, name: &str) {
         let file_name = entry.file_name();
         let Some(pid) = file_name.to_str().and_then(|f| f.strip_prefix(&prefix)) else { continue };
         let alive = pid.parse::<u32>().map_or(true, |pid| Path::new(&format!("/proc/{pid}")).exists());
-        // Only where /proc tells which processes live (Linux); elsewhere nothing is removed.
-        if !alive && Path::new("/proc/self").exists() {
+        if !alive {
             let _ = std::fs::remove_file(entry.path());
         }
     }

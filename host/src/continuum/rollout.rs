@@ -115,11 +115,12 @@ fn recommended_entries(region: Region) -> Vec<ObjectiveEntry> {
 
 /// What each setting of the sweep trains on under the base model, by setting display name.
 fn objective_shares(plan: &Plan, d: &Diagnosis, search: &SearchPath) -> Result<Vec<(String, Option<TrainingShare>)>> {
+    let probabilities: Vec<f64> = d.logp.iter().map(|&lp| (lp as f64).exp()).collect();
     plan.settings
         .iter()
         .map(|s| {
             let origin = format!("objective `{}`", s.display());
-            Ok((s.display(), share_of(search, &s.plugin, &s.params, &d.logp, &origin)?))
+            Ok((s.display(), share_of(search, &s.plugin, &s.params, &d.logp, &probabilities, &origin)?))
         })
         .collect()
 }

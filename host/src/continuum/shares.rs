@@ -51,28 +51,29 @@ pub fn training_share(objective: &ObjectivePlugin, logp: &[f32], q: Option<f64>)
     Ok(TrainingShare { q, tokens: kept as f64 / n, gradient })
 }
 
-/// Loads the objective `plugin` with `params` (a `percentile` turned into `q` from `logp`, as training
-/// does) and measures its share; `None` for an objective that also needs the model's entropy or top-1
-/// probability, which a diagnosis does not keep.
+/// Loads the objective `plugin` with `params` (a `percentile` turned into `q` from `probabilities`, the
+/// exponentials of `logp`, as training does) and measures its share; `None` for an objective that also
+/// needs the model's entropy or top-1 probability, which a diagnosis does not keep.
 pub fn share_of(
     search: &SearchPath,
     plugin: &str,
     params: &[(String, toml::Value)],
     logp: &[f32],
+    probabilities: &[f64],
     origin: &str,
 ) -> Result<Option<TrainingShare>> {
     let loaded = LoadedPlugin::load(search, plugin, PluginKind::Objective)?;
     let mut set = ParamSet::from_toml(loaded.params(), params, origin)?;
-    let probabilities: Vec<f64> = logp.iter().map(|&lp| (lp as f64).exp()).collect();
-    let q = crate::train::resolve_percentile(&mut set, &probabilities, origin)?;
+    crate::train::resolve_percentile(&mut set, probabilities, origin)?;
     let objective = ObjectivePlugin::create(loaded, set)?;
     let needs = objective.needs();
     if needs.entropy || needs.top1_prob {
         return Ok(None);
     }
-    let q = q.or_else(|| match objective.params.get("q") {
+    // A given `q`, or the one a `percentile` became.
+    let q = match objective.params.get("q") {
         Some(ParamValue::Float(q)) => Some(*q),
         _ => None,
-    });
+    };
     training_share(&objective, logp, q).map(Some)
 }

@@ -185,8 +185,10 @@ pub fn run(
         let stats = TokenStats::of(&pass, needs)?;
         let logprobs_done = phase_done(&mut memory)?;
 
+        // Random data has no base model to score it: the current log-probs stand in (step 1 of a run).
+        let base_logp = needs.base_logp.then(|| stats.logp.clone());
         let values = objective
-            .compute(&stats.inputs(&loss_mask, &sequence_starts, step, steps as u64))
+            .compute(&stats.inputs(&loss_mask, &sequence_starts, base_logp.as_deref(), step, steps as u64))
             .with_context(|| format!("step {step}"))?;
         let objective_done = Instant::now();
 

@@ -83,9 +83,16 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     };
 
     // The objective, with a `percentile` turned into `q` from the base model's token probabilities.
+    // Both need the starting model's log-probs on every training target, scored once, here, before the
+    // model moves (and before a resume replaces it: the base is always `[model] path`).
     let plugin_name = options.objective_override.unwrap_or(&config.objective.plugin);
-    let objective = load_objective(config, plugin_name, options.search, &model, &sets, &tokenizer)?;
+    let mut base = BaseLogp::new(&model, &sets, tokenizer.eos_id);
+    let objective = load_objective(config, plugin_name, options.search, &mut base)?;
     let needs = objective.needs();
+    let base_logp = match needs.base_logp {
+        true => Some(base.into_by_set()?),
+        false => None,
+    };
     let mixer = load_mixer(config, options.search)?;
     let evaluation =
         config.eval.as_ref().map(|section| Evaluation::load(config, section, options.search)).transpose()?;
@@ -166,6 +173,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let started = Instant::now();
     let (mut first_loss, mut last_loss, mut tokens_seen) = (None, None, 0usize);
     let mut sampler = Sampler::new(&sets, state.seed, config.data.shuffle, Some(state.cursors.clone()));
+    let stop = crate::stop::StopSignals::listen()?;
     while state.step < total_steps {
         let step = state.step + 1;
         let step_started = Instant::now();
@@ -192,9 +200,10 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             tokens += batch.tokens;
             let pass = model.training_pass(&batch.ids)?;
             let stats = TokenStats::of(&pass, needs)?;
-            let values = objective
-                .compute(&stats.inputs(&batch.loss_mask, &batch.sequence_starts, step, total_steps))
-                .with_context(|| format!("step {step}"))?;
+            let batch_base_logp = base_logp.as_ref().map(|b| lay_out_base_logp(b, chunk, &batch)).transpose()?;
+            let inputs =
+                stats.inputs(&batch.loss_mask, &batch.sequence_starts, batch_base_logp.as_deref(), step, total_steps);
+            let values = objective.compute(&inputs).with_context(|| format!("step {step}"))?;
 
             // The micro-batch's token mean over included positions, averaged over micro-batches.
             let included: Vec<bool> =
@@ -268,8 +277,20 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         progress.step(step, loss, tokens_per_second);
 
         let save_every = config.train.save_every;
+        let checkpoint = out_dir.join(format!("checkpoint-{step}"));
         if save_every > 0 && step.is_multiple_of(save_every) && step < total_steps {
-            save_checkpoint(&model, &optimizer, &state, &out_dir.join(format!("checkpoint-{step}")))?;
+            save_checkpoint(&model, &optimizer, &state, &checkpoint)?;
+        }
+        // A signal asked to stop: this step is done; keep it and leave (after the last step, finish instead).
+        if let (Some(signal), true) = (stop.requested(), step < total_steps) {
+            if !checkpoint.join("trainer_state.json").is_file() {
+                save_checkpoint(&model, &optimizer, &state, &checkpoint)?;
+            }
+            progress.finish();
+            return Err(crate::stop::stopped(format!(
+                "stopped by {signal} after step {step} of {total_steps}; checkpoint {} (continue with --resume)",
+                checkpoint.display()
+            )));
         }
     }
     progress.finish();
@@ -375,24 +396,73 @@ fn load_mixer(config: &RunConfig, search: &SearchPath) -> Result<MixerPlugin> {
     MixerPlugin::create(plugin, &params)
 }
 
+/// The base model's log-probabilities on every training target (the loss positions, in order), per set and
+/// example: scored on first use, at most once.
+struct BaseLogp<'a> {
+    model: &'a Model,
+    sets: &'a [Dataset],
+    pad_id: u32,
+    scored: Option<Vec<Vec<Vec<f32>>>>,
+}
+
+impl<'a> BaseLogp<'a> {
+    fn new(model: &'a Model, sets: &'a [Dataset], pad_id: u32) -> Self {
+        Self { model, sets, pad_id, scored: None }
+    }
+
+    fn by_set(&mut self) -> Result<&[Vec<Vec<f32>>]> {
+        if self.scored.is_none() {
+            let scored = self
+                .sets
+                .iter()
+                .map(|set| crate::score::response_logprobs(self.model, &set.examples, self.pad_id, 8))
+                .collect::<Result<Vec<_>>>()?;
+            self.scored = Some(scored);
+        }
+        Ok(self.scored.as_deref().unwrap_or_default())
+    }
+
+    fn into_by_set(mut self) -> Result<Vec<Vec<Vec<f32>>>> {
+        self.by_set()?;
+        Ok(self.scored.unwrap_or_default())
+    }
+
+    fn probabilities(&mut self) -> Result<Vec<f64>> {
+        Ok(self.by_set()?.iter().flatten().flatten().map(|&lp| (lp as f64).exp()).collect())
+    }
+}
+
+/// A micro-batch's base log-probs laid out like its training pass's (`[B, T-1]` flattened, the loss
+/// positions filled in order, 0 elsewhere).
+fn lay_out_base_logp(by_set: &[Vec<Vec<f32>>], chunk: &[(usize, usize)], batch: &Batch) -> Result<Vec<f32>> {
+    let mut flat = vec![0.0f32; batch.loss_mask.len()];
+    for (row, &(set, index)) in chunk.iter().enumerate() {
+        let mut scored = by_set[set][index].iter();
+        let span = row * batch.positions..(row + 1) * batch.positions;
+        for (slot, &mask) in flat[span.clone()].iter_mut().zip(&batch.loss_mask[span]) {
+            if mask == 1 {
+                *slot =
+                    *scored.next().ok_or_else(|| anyhow!("base log-probs shorter than example {index}'s targets"))?;
+            }
+        }
+    }
+    Ok(flat)
+}
+
 /// Loads the objective plugin with the config's parameters; `percentile = K` becomes `q`, the K-th
 /// percentile of the base model's probabilities on the training targets.
 fn load_objective(
     config: &RunConfig,
     name: &str,
     search: &SearchPath,
-    model: &Model,
-    sets: &[Dataset],
-    tokenizer: &TextTokenizer,
+    base: &mut BaseLogp<'_>,
 ) -> Result<ObjectivePlugin> {
     let plugin = LoadedPlugin::load(search, name, PluginKind::Objective)?;
     let given: Vec<(String, toml::Value)> =
         config.objective.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut params = ParamSet::from_toml(plugin.params(), &given, "[objective.params]")?;
     if let (Some(ParamValue::Float(k)), None) = (params.get("percentile").cloned(), params.get("q")) {
-        let examples: Vec<Example> = sets.iter().flat_map(|s| s.examples.iter().cloned()).collect();
-        let logp = crate::score::response_logprobs(model, &examples, tokenizer.eos_id, 8)?;
-        let probabilities: Vec<f64> = logp.iter().flatten().map(|&lp| (lp as f64).exp()).collect();
+        let probabilities = base.probabilities()?;
         if let Some(q) = resolve_percentile(&mut params, &probabilities, "[objective.params]")? {
             tracing::info!("percentile {k} of the base model's token probabilities is q = {q:.6}");
         }

@@ -1,7 +1,7 @@
 //! The probability grid on which objectives are tabulated (`host plugins curve`) and checked
 //! (`host plugins check`), and a direct evaluator for plugin authors' unit tests.
 
-use abi_stable::std_types::{RNone, RSlice};
+use abi_stable::std_types::{RNone, RSlice, RSome};
 
 use crate::objective::{Objective, ObjectiveBatch};
 use crate::params::{ParamEntry, Params};
@@ -22,7 +22,8 @@ pub struct CurvePoint {
     pub included: bool,
 }
 
-/// Evaluates an objective directly (no ABI) at each probability, for unit tests of plugins.
+/// Evaluates an objective directly (no ABI) at each probability, for unit tests of plugins. The base
+/// model's log-probabilities are the same as the current ones (the first step of a run).
 pub fn tabulate<T: Objective>(params: &[ParamEntry], probabilities: &[f64]) -> Result<Vec<CurvePoint>, String> {
     let objective = T::from_params(&Params::new(params))?;
     let logp: Vec<f32> = probabilities.iter().map(|p| p.ln() as f32).collect();
@@ -33,6 +34,7 @@ pub fn tabulate<T: Objective>(params: &[ParamEntry], probabilities: &[f64]) -> R
         sequence_starts: RSlice::from_slice(&[0]),
         entropy: RNone,
         top1_prob: RNone,
+        base_logp: RSome(RSlice::from_slice(&logp)),
         step: 1,
         total_steps: 1,
     })?;

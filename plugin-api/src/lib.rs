@@ -152,7 +152,7 @@ pub mod prelude {
         LossForm, Objective, ObjectiveBatch, ObjectiveNeeds, ObjectiveOutput, PointwiseObjective,
     };
     pub use crate::params::{ParamSpec, Params};
-    pub use crate::threshold::{Side, Threshold};
+    pub use crate::threshold::{Against, Side, Threshold};
     pub use crate::{export_evaluator, export_mixer, export_objective, export_pointwise_objective};
 }
 

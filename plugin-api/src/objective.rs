@@ -28,6 +28,9 @@ pub struct ObjectiveBatch<'a> {
     pub entropy: ROption<RSlice<'a, f32>>,
     /// Probability of the most likely token per position, when the objective asked for it.
     pub top1_prob: ROption<RSlice<'a, f32>>,
+    /// `log p_base(y_t | x, y_<t)` under the model training started from (computed once, before the first
+    /// step), when the objective asked for it: a mask fixed from the base model does not move with training.
+    pub base_logp: ROption<RSlice<'a, f32>>,
     /// The optimizer step this batch belongs to, from 1.
     pub step: u64,
     /// The run's total number of optimizer steps.
@@ -52,6 +55,7 @@ pub struct ObjectiveOutput {
 pub struct ObjectiveNeeds {
     pub entropy: bool,
     pub top1_prob: bool,
+    pub base_logp: bool,
 }
 
 /// How an objective's `loss` relates to its `weight`, so `host plugins check` can verify it.
@@ -114,8 +118,14 @@ pub trait PointwiseObjective: Send + Sync + Sized + 'static {
     fn weight(&self, p: f64, log_p: f64) -> f64;
 
     /// Whether the token counts at all (thresholded objectives); excluded tokens get loss and weight 0.
-    fn include(&self, _p: f64) -> bool {
+    /// `base_p` is the token's probability under the base model, given when [`Self::needs`] asks for it.
+    fn include(&self, _p: f64, _base_p: Option<f64>) -> bool {
         true
+    }
+
+    /// Which optional inputs the host must provide (only `base_logp` reaches a pointwise objective).
+    fn needs(&self) -> ObjectiveNeeds {
+        ObjectiveNeeds::default()
     }
 }
 
@@ -133,17 +143,30 @@ impl<T: PointwiseObjective> Objective for Pointwise<T> {
         T::from_params(params).map(Pointwise)
     }
 
+    fn needs(&self) -> ObjectiveNeeds {
+        self.0.needs()
+    }
+
     fn compute(&self, batch: &ObjectiveBatch<'_>) -> Result<ObjectiveOutput, String> {
         let n = batch.logp.len();
+        let base_logp = match (self.0.needs().base_logp, batch.base_logp) {
+            (false, _) => None,
+            (true, ROption::RSome(base)) if base.len() == n => Some(base),
+            (true, ROption::RSome(base)) => {
+                return Err(format!("base_logp has {} entries for {n} logp", base.len()));
+            }
+            (true, ROption::RNone) => return Err("this objective needs base_logp; the host gave none".into()),
+        };
         let mut out = ObjectiveOutput {
             loss: RVec::with_capacity(n),
             weight: RVec::with_capacity(n),
             include: RVec::with_capacity(n),
         };
-        for (&log_p, &mask) in batch.logp.iter().zip(batch.mask.iter()) {
+        for (i, (&log_p, &mask)) in batch.logp.iter().zip(batch.mask.iter()).enumerate() {
             let log_p = log_p as f64;
             let p = log_p.exp();
-            let included = mask != 0 && self.0.include(p);
+            let base_p = base_logp.map(|base| (base[i] as f64).exp());
+            let included = mask != 0 && self.0.include(p, base_p);
             if included {
                 out.loss.push(self.0.loss(p, log_p) as f32);
                 out.weight.push(self.0.weight(p, log_p) as f32);

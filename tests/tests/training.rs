@@ -93,22 +93,32 @@ fn three_training_steps_match_pytorch_for_nll_and_neg_p() {
     }
 }
 
+/// The config of a run of `models/tiny-default` on the default data in `dir/name` (its out_dir
+/// `dir/name/out`), lr 3e-3 with 10 % warm-up and `train` as the rest of its `[train]` table.
+fn tiny_default_run(dir: &Path, name: &str, train: &str) -> std::path::PathBuf {
+    let root = integration_tests::workspace_root();
+    let sub = dir.join(name);
+    std::fs::create_dir_all(&sub).unwrap();
+    write_run_config(
+        &sub,
+        &root.join("models/tiny-default"),
+        &root.join("datasets/default/train.jsonl"),
+        &format!(
+            "[optim]\nlr = 3e-3\nwarmup_ratio = 0.1\n\n[train]\n{train}out_dir = {:?}\n",
+            sub.join("out").display().to_string()
+        ),
+    )
+}
+
 /// A run killed with SIGKILL and resumed ends with the same bytes as one never interrupted.
 #[test]
 fn resume_after_kill_9_is_bitwise_identical() {
     let dir = tempfile::tempdir().unwrap();
-    let root = integration_tests::workspace_root();
     let run_config = |out: &str| {
-        let sub = dir.path().join(out);
-        std::fs::create_dir_all(&sub).unwrap();
-        write_run_config(
-            &sub,
-            &root.join("models/tiny-default"),
-            &root.join("datasets/default/train.jsonl"),
-            &format!(
-                "[optim]\nlr = 3e-3\nwarmup_ratio = 0.1\n\n[train]\nbatch_size = 8\nmicro_batch_size = 4\nmax_steps = 12\nsave_every = 3\nseed = 5\nout_dir = {:?}\n",
-                sub.join("out").display().to_string()
-            ),
+        tiny_default_run(
+            dir.path(),
+            out,
+            "batch_size = 8\nmicro_batch_size = 4\nmax_steps = 12\nsave_every = 3\nseed = 5\n",
         )
     };
     let uninterrupted = run_config("a");
@@ -155,6 +165,48 @@ fn resume_after_kill_9_is_bitwise_identical() {
     let opt_b = safetensors_parts(&out_b.join("final/optimizer.safetensors"));
     assert!(opt_a.0 == opt_b.0, "optimizer header differs");
     assert!(opt_a.1 == opt_b.1, "optimizer moments differ");
+}
+
+/// SIGTERM mid-run (Slurm's preemption signal): the step under way finishes, a checkpoint is written, the
+/// exit code is 75, and `--resume` ends with the bytes of a run never interrupted.
+#[test]
+fn sigterm_saves_a_checkpoint_and_resume_is_bitwise_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let run_config = |out: &str| tiny_default_run(dir.path(), out, "batch_size = 8\nmax_steps = 60\nseed = 7\n");
+    let uninterrupted = run_config("a");
+    let run = host(&["train", "--config", uninterrupted.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+
+    let interrupted = run_config("b");
+    let out_b = dir.path().join("b/out");
+    let child = std::process::Command::new(integration_tests::host_path())
+        .args(["train", "--config", interrupted.to_str().unwrap()])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Signal once a few steps are logged (save_every is 0: without the signal nothing would be saved).
+    let logged = || std::fs::read_to_string(out_b.join("metrics.jsonl")).map_or(0, |t| t.lines().count());
+    while logged() < 3 {
+        std::thread::yield_now();
+    }
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let output = child.wait_with_output().unwrap();
+    let message = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(output.status.code(), Some(75), "{message}");
+    let step = logged();
+    assert!(step < 60, "the run stopped early");
+    assert!(message.contains(&format!("stopped by SIGTERM after step {step} of 60")), "{message}");
+    assert!(out_b.join(format!("checkpoint-{step}/trainer_state.json")).is_file());
+    assert!(!out_b.join("final").exists());
+
+    let resumed = host(&["train", "--config", interrupted.to_str().unwrap(), "--resume"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert!(integration_tests::stdout(&resumed).contains(&format!("resumed at step {step}")));
+    let a = std::fs::read(dir.path().join("a/out/final/model.safetensors")).unwrap();
+    let b = std::fs::read(out_b.join("final/model.safetensors")).unwrap();
+    assert!(a == b, "resumed weights differ from the uninterrupted run");
 }
 
 /// A safetensors file as (parsed JSON header, raw tensor bytes).
@@ -221,4 +273,38 @@ fn a_percentile_threshold_becomes_q_from_the_base_model() {
     let kept = read_metrics(&out)[0]["loss_tokens"].as_u64().unwrap();
     assert!(kept == tokens / 2 || kept == tokens / 2 + 1, "kept {kept} of {tokens}");
     assert!(stderr(&run).contains("percentile 50 of the base model's token probabilities is q ="));
+}
+
+#[test]
+fn a_threshold_against_the_base_model_keeps_the_same_tokens_while_the_model_moves() {
+    let reference = load(&fixture("train/qwen2-tiny-nll.json"));
+    let tokens = reference["num_loss_tokens"].as_u64().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("train.jsonl");
+    write_jsonl(&data, reference["examples"].as_array().unwrap());
+    // Every step's batch is the whole data set, and the learning rate is large enough to move tokens
+    // across the median within a few steps.
+    let kept_per_step = |against: &str| -> Vec<u64> {
+        let out = dir.path().join(against);
+        let config = write_run_config(
+            dir.path(),
+            &fixture("qwen2-tiny"),
+            &data,
+            &format!(
+                "[objective]\nplugin = \"neg_p_threshold\"\n[objective.params]\npercentile = 50\nside = \"top\"\nagainst = {against:?}\n\n[optim]\nlr = 0.05\nwarmup_ratio = 0.0\nlr_scheduler = \"constant\"\n\n[train]\nbatch_size = 5\nmax_steps = 8\nout_dir = {:?}\n",
+                out.display().to_string()
+            ),
+        );
+        let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
+        assert!(run.status.success(), "{against}: {}", stderr(&run));
+        read_metrics(&out).iter().map(|m| m["loss_tokens"].as_u64().unwrap()).collect()
+    };
+    let base = kept_per_step("base");
+    assert!(base[0] == tokens / 2 || base[0] == tokens / 2 + 1, "kept {} of {tokens}", base[0]);
+    assert!(base.iter().all(|&k| k == base[0]), "a mask fixed from the base model moved: {base:?}");
+    // The same threshold checked against the current model keeps other tokens as the model moves.
+    let current = kept_per_step("current");
+    // Both start from the same model; the token at q itself may fall either side by a rounding.
+    assert!(current[0].abs_diff(base[0]) <= 1, "first steps: current {} against base {}", current[0], base[0]);
+    assert!(current.iter().any(|&k| k != current[0]), "the current-model mask never moved: {current:?}");
 }

@@ -155,7 +155,11 @@ pub fn open(path: &Path) -> Result<Option<CObjectiveLib>> {
     if table.needs & !(NEEDS_ENTROPY | NEEDS_TOP1) != 0 {
         return Err(malformed(&format!("`needs` has unknown flags {:#x}", table.needs)));
     }
-    let needs = ObjectiveNeeds { entropy: table.needs & NEEDS_ENTROPY != 0, top1_prob: table.needs & NEEDS_TOP1 != 0 };
+    let needs = ObjectiveNeeds {
+        entropy: table.needs & NEEDS_ENTROPY != 0,
+        top1_prob: table.needs & NEEDS_TOP1 != 0,
+        base_logp: false, // not in the C ABI
+    };
     let create = table.create.ok_or_else(|| malformed("`create` is NULL"))?;
     let compute = table.compute.ok_or_else(|| malformed("`compute` is NULL"))?;
     let params = param_specs(table).map_err(|e| malformed(&e))?;

@@ -29,6 +29,7 @@ pub(crate) fn evaluate(objective: &ObjectivePlugin, logp: &[f32]) -> Result<Obje
         sequence_starts: &[0],
         entropy: None,
         top1_prob: None,
+        base_logp: Some(logp), // the first step of a run: the base model is the current one
         step: 1,
         total_steps: 1,
     })

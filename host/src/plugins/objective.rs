@@ -13,6 +13,7 @@ pub struct ObjectiveInputs<'a> {
     pub sequence_starts: &'a [u32],
     pub entropy: Option<&'a [f32]>,
     pub top1_prob: Option<&'a [f32]>,
+    pub base_logp: Option<&'a [f32]>,
     pub step: u64,
     pub total_steps: u64,
 }
@@ -39,11 +40,12 @@ impl TokenStats {
         Ok(TokenStats { logp, entropy, top1_prob })
     }
 
-    /// The plugin's inputs for this micro-batch.
+    /// The plugin's inputs for this micro-batch; `base_logp` is laid out like `logp`.
     pub fn inputs<'a>(
         &'a self,
         mask: &'a [u8],
         sequence_starts: &'a [u32],
+        base_logp: Option<&'a [f32]>,
         step: u64,
         total_steps: u64,
     ) -> ObjectiveInputs<'a> {
@@ -53,6 +55,7 @@ impl TokenStats {
             sequence_starts,
             entropy: self.entropy.as_deref(),
             top1_prob: self.top1_prob.as_deref(),
+            base_logp,
             step,
             total_steps,
         }
@@ -121,6 +124,7 @@ impl ObjectivePlugin {
                     sequence_starts: RSlice::from_slice(inputs.sequence_starts),
                     entropy: inputs.entropy.map(RSlice::from_slice).into(),
                     top1_prob: inputs.top1_prob.map(RSlice::from_slice).map_or(ROption::RNone, ROption::RSome),
+                    base_logp: inputs.base_logp.map(RSlice::from_slice).map_or(ROption::RNone, ROption::RSome),
                     step: inputs.step,
                     total_steps: inputs.total_steps,
                 };

@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(set.get("percentile"), None);
 
         let err = ParamSet::from_assignments(specs, &["qq=0.5".into()], "--param").unwrap_err();
-        assert_eq!(err.to_string(), "--param: unknown parameter `qq` (this plugin's parameters: q, percentile, side)");
+        assert_eq!(
+            err.to_string(),
+            "--param: unknown parameter `qq` (this plugin's parameters: q, percentile, side, against)"
+        );
         let err = ParamSet::from_assignments(specs, &["q=high".into()], "--param").unwrap_err();
         assert!(err.to_string().contains("`q` must be a float, got string"), "{err}");
         let err = ParamSet::from_assignments(specs, &["side=left".into()], "--param").unwrap_err();

@@ -1,5 +1,6 @@
-//! Thresholded NLL ("OnlyTopLogP-q" / "OnlyBottomLogP-q"): NLL on the tokens whose current probability is
-//! on the chosen side of `q`; the other tokens leave the loss and the normaliser.
+//! Thresholded NLL ("OnlyTopLogP-q" / "OnlyBottomLogP-q"): NLL on the tokens whose probability is on the
+//! chosen side of `q`; the other tokens leave the loss and the normaliser. The probability is the current
+//! model's, or the base model's with `against = "base"` (a mask fixed before the first step).
 
 use plugin_api::prelude::*;
 
@@ -20,8 +21,11 @@ impl PointwiseObjective for NllThreshold {
     fn weight(&self, _p: f64, _log_p: f64) -> f64 {
         1.0
     }
-    fn include(&self, p: f64) -> bool {
-        self.0.keeps(p)
+    fn include(&self, p: f64, base_p: Option<f64>) -> bool {
+        self.0.keeps(p, base_p)
+    }
+    fn needs(&self) -> ObjectiveNeeds {
+        self.0.needs()
     }
 }
 

@@ -18,6 +18,7 @@ pub mod plugins;
 pub mod report;
 pub mod sampler;
 pub mod score;
+pub mod stop;
 pub mod train;
 
 /// An error that carries its process exit code: 2 for bad input (the default for any error), 1 for a

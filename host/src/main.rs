@@ -380,6 +380,10 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if host::stop::is_stop(&error) => {
+            eprintln!("{}", host::one_line(&error));
+            ExitCode::from(host::stop::EXIT_CODE)
+        }
         Err(error) => {
             eprintln!("error: {}", host::one_line(&error));
             ExitCode::from(host::exit_code(&error))

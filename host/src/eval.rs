@@ -26,7 +26,7 @@ use crate::encode::{EncodeOptions, Encoder};
 use crate::plugins::EvaluatorPlugin;
 
 /// How to generate and score.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct EvalSettings {
     /// Generations per prompt.
     pub samples: usize,

@@ -3,5 +3,6 @@
 
 pub mod diagnose;
 pub mod rollout;
+pub mod run_record;
 pub mod shares;
 pub mod sweep;

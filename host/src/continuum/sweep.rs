@@ -29,7 +29,9 @@
 //! Layout of `out_dir`: `runs/<name>/` is a run's training folder (checkpoints, metrics.jsonl), plus
 //! `eval-<protocol>.jsonl` and, written last and atomically, `result.json`. A run with `result.json` is
 //! skipped; one stopped during training resumes from its latest checkpoint; one stopped during evaluation
-//! re-evaluates its final checkpoint. `results.csv`, `results.md` and `results.svg` summarise all runs.
+//! re-evaluates its final checkpoint. `run-record.json` says what the run was made with: a run folder
+//! trained with another configuration is refused, one scored under other protocols is evaluated again.
+//! `results.csv`, `results.md` and `results.svg` summarise all runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -40,6 +42,7 @@ use engine::{Device, Model, ModelConfig};
 use plugin_api::{ParamValue, PluginKind};
 use serde::{Deserialize, Serialize};
 
+use super::run_record::{Reuse, RunRecord};
 use crate::config::RunConfig;
 use crate::data::{self, Record, TextTokenizer};
 use crate::eval::{self, EvalSettings};
@@ -276,6 +279,8 @@ pub struct Protocol {
     pub settings: EvalSettings,
     /// The evaluator's aggregate keys (found by scoring one reference).
     pub keys: Vec<String>,
+    /// Everything that decides its scores, for a run's [`RunRecord`].
+    pub record: serde_json::Value,
 }
 
 /// One run of the grid.
@@ -474,6 +479,12 @@ impl Plan {
         self.out_dir.join("runs").join(&run.name)
     }
 
+    /// What decides a run's checkpoints and scores, kept in its folder.
+    pub fn run_record(&self, run: &PlannedRun) -> Result<RunRecord> {
+        let protocols = self.protocols.iter().map(|p| p.record.clone()).collect();
+        RunRecord::new(&self.run_config(run)?, serde_json::Value::Array(protocols))
+    }
+
     /// The metric columns: per protocol, its aggregate keys.
     pub fn columns(&self) -> Vec<String> {
         self.protocols.iter().flat_map(|p| p.keys.iter().map(move |k| format!("{}.{k}", p.name))).collect()
@@ -544,7 +555,15 @@ fn load_protocol(entry: &ProtocolEntry, base: &RunConfig, search: &SearchPath) -
     let metadata = if first.row.is_object() { first.row.to_string() } else { "{}".to_string() };
     let scores = evaluator.score(&first.prompt, &generations, &first.response, &metadata)?;
     let keys = evaluator.aggregate(&[scores])?.into_iter().map(|(k, _)| k).collect();
-    Ok(Protocol { name: entry.name.clone(), evaluator_name, evaluator, data, records, settings, keys })
+    let record = serde_json::json!({
+        "name": entry.name,
+        "evaluator": evaluator_name,
+        "params": serde_json::to_value(&entry.params)?,
+        "data": data,
+        "examples": records.len(),
+        "settings": serde_json::to_value(&settings)?,
+    });
+    Ok(Protocol { name: entry.name.clone(), evaluator_name, evaluator, data, records, settings, keys, record })
 }
 
 /// Training figures of a run, from its metrics.jsonl.
@@ -691,8 +710,28 @@ pub fn execute(plan: &Plan, search: &SearchPath) -> Result<Outcome> {
     let mut failed = Vec::new();
     for (i, run) in plan.runs.iter().enumerate() {
         let tag = format!("[{}/{total}] {}", i + 1, run.name);
-        let result_path = plan.run_dir(run).join("result.json");
-        if result_path.is_file() {
+        let run_dir = plan.run_dir(run);
+        let result_path = run_dir.join("result.json");
+        let reuse = plan.run_record(run).and_then(|record| {
+            let reuse = record.check(&run_dir)?;
+            if reuse != Reuse::Everything {
+                record.save(&run_dir)?;
+            }
+            Ok(reuse)
+        });
+        let reuse = match reuse {
+            Ok(reuse) => reuse,
+            Err(e) => {
+                let message = crate::one_line(&e);
+                println!("{tag}: refused: {message}");
+                failed.push((run.name.clone(), message));
+                continue;
+            }
+        };
+        if reuse == Reuse::TrainingOnly {
+            println!("{tag}: the evaluation protocols changed; evaluating again");
+        }
+        if reuse == Reuse::Everything && result_path.is_file() {
             match read_result(&result_path) {
                 Ok(result) => {
                     println!("skipping {}: done", run.name);
@@ -708,6 +747,8 @@ pub fn execute(plan: &Plan, search: &SearchPath) -> Result<Outcome> {
                 println!("{tag}: done in {:.1} s ({} {score})", result.wall_seconds, plan.rank_by);
                 results.push((i, result));
             }
+            // A signal stopped the run's training (its checkpoint is saved): stop the sweep too.
+            Err(e) if crate::stop::is_stop(&e) => return Err(e),
             Err(e) => {
                 let message = crate::one_line(&e);
                 println!("{tag}: failed: {message}");

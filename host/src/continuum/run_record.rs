@@ -1,0 +1,135 @@
+//! What a sweep run was made with, kept in its folder (`run-record.json`) so that a later invocation
+//! reuses the run only when it would make the same one: the resolved training config for its checkpoints,
+//! the evaluation protocols for its scores. A run folder whose training differs is refused, naming the
+//! first differing key; one whose evaluation differs is evaluated again.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+use serde_json::{json, Value};
+
+use crate::config::RunConfig;
+
+/// The file, inside a run's folder.
+pub const FILE: &str = "run-record.json";
+
+/// A run's training config and evaluation protocols, as JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    pub train: Value,
+    pub eval: Value,
+}
+
+/// What an existing run folder's record says about reusing it.
+#[derive(Debug, PartialEq)]
+pub enum Reuse {
+    /// Nothing there yet: the record is to be written.
+    Fresh,
+    /// Made with the same config and protocols.
+    Everything,
+    /// Same training, other protocols: keep the checkpoints, evaluate again.
+    TrainingOnly,
+}
+
+impl RunRecord {
+    pub fn new(config: &RunConfig, eval: Value) -> Result<Self> {
+        Ok(Self { train: serde_json::to_value(config)?, eval })
+    }
+
+    fn path(run_dir: &Path) -> PathBuf {
+        run_dir.join(FILE)
+    }
+
+    /// Compares with the record in `run_dir`. A folder that holds training output but no record (made by
+    /// an older host, or by hand) is refused too: nothing says what it was trained with.
+    pub fn check(&self, run_dir: &Path) -> Result<Reuse> {
+        let path = Self::path(run_dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let trained = ["metrics.jsonl", "final", "result.json"].iter().any(|f| run_dir.join(f).exists());
+                if trained {
+                    bail!(
+                        "{} holds a run but no {FILE} saying what it was made with; remove it or choose another out_dir",
+                        run_dir.display()
+                    );
+                }
+                return Ok(Reuse::Fresh);
+            }
+            Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
+        };
+        let saved: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: unreadable ({e})", path.display()))?;
+        if let Some(key) = first_difference(&saved["train"], &self.train, "") {
+            bail!(
+                "{} was trained with another configuration ({key}: {} there, {} now); remove it or choose another out_dir",
+                run_dir.display(),
+                lookup(&saved["train"], &key),
+                lookup(&self.train, &key)
+            );
+        }
+        Ok(if saved["eval"] == self.eval { Reuse::Everything } else { Reuse::TrainingOnly })
+    }
+
+    /// Writes the record into `run_dir` (atomically).
+    pub fn save(&self, run_dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(run_dir).map_err(|e| anyhow!("cannot create {}: {e}", run_dir.display()))?;
+        let value = json!({ "train": self.train, "eval": self.eval });
+        crate::eval::write_atomic(&Self::path(run_dir), &format!("{value:#}\n"))
+    }
+}
+
+/// The dotted path of the first leaf where `a` and `b` differ.
+fn first_difference(a: &Value, b: &Value, prefix: &str) -> Option<String> {
+    let join = |key: &str| if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            keys.into_iter().find_map(|k| {
+                first_difference(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), &join(k))
+            })
+        }
+        _ if a == b => None,
+        _ => Some(if prefix.is_empty() { "(the whole record)".to_string() } else { prefix.to_string() }),
+    }
+}
+
+fn lookup(value: &Value, dotted: &str) -> Value {
+    dotted.split('.').fold(value, |v, k| v.get(k).unwrap_or(&Value::Null)).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_first_differing_key() {
+        let a = json!({"optim": {"lr": 0.001, "betas": [0.9, 0.95]}, "train": {"seed": 0}});
+        let b = json!({"optim": {"lr": 0.0001, "betas": [0.9, 0.95]}, "train": {"seed": 0}});
+        assert_eq!(first_difference(&a, &b, ""), Some("optim.lr".to_string()));
+        assert_eq!(first_difference(&a, &a, ""), None);
+        let c = json!({"optim": {"lr": 0.001, "betas": [0.9, 0.95]}, "train": {"seed": 0, "epochs": 2}});
+        assert_eq!(first_difference(&a, &c, ""), Some("train.epochs".to_string()));
+        assert_eq!(lookup(&b, "optim.lr"), json!(0.0001));
+    }
+
+    #[test]
+    fn refuses_other_training_and_reevaluates_other_protocols() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = RunRecord { train: json!({"optim": {"lr": 0.001}}), eval: json!(["greedy"]) };
+        assert_eq!(record.check(dir.path()).unwrap(), Reuse::Fresh, "an empty folder");
+        record.save(dir.path()).unwrap();
+        assert_eq!(record.check(dir.path()).unwrap(), Reuse::Everything);
+        let other_eval = RunRecord { eval: json!(["sampled"]), ..record.clone() };
+        assert_eq!(other_eval.check(dir.path()).unwrap(), Reuse::TrainingOnly);
+        let other_train = RunRecord { train: json!({"optim": {"lr": 0.0001}}), ..record.clone() };
+        let error = other_train.check(dir.path()).unwrap_err().to_string();
+        assert!(error.contains("optim.lr: 0.001 there, 0.0001 now"), "{error}");
+
+        let unrecorded = tempfile::tempdir().unwrap();
+        std::fs::write(unrecorded.path().join("metrics.jsonl"), "").unwrap();
+        let error = record.check(unrecorded.path()).unwrap_err().to_string();
+        assert!(error.contains("no run-record.json"), "{error}");
+    }
+}

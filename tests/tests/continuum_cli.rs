@@ -169,6 +169,33 @@ fn sweep_runs_the_grid_then_skips_resumes_and_reevaluates() {
     assert_eq!(resumed["train"]["steps"], 3);
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
+
+    // Other evaluation protocols: every run is evaluated again, none trained.
+    let text = std::fs::read_to_string(&config).unwrap().replace("seed = 3", "seed = 4");
+    std::fs::write(&config, text).unwrap();
+    let again = sweep(&config);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let text = stdout(&again);
+    assert_eq!(text.matches("the evaluation protocols changed; evaluating again").count(), 4, "{text}");
+    assert!(!text.contains("skipping") && !text.contains("training"), "{text}");
+
+    // Another training configuration in the same out_dir: refused by key, nothing overwritten.
+    let before = result_files(&out);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "seeds = [0, 1]",
+        "seeds = [0, 1]\nset = [\"optim.lr=0.01\"]",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let again = sweep(&config);
+    let text = stdout(&again);
+    assert_eq!(
+        text.matches("was trained with another configuration (optim.lr: 0.003 there, 0.01 now)").count(),
+        4,
+        "{text}"
+    );
+    assert!(!again.status.success(), "a sweep whose every run is refused fails");
+    assert_eq!(result_files(&out), before);
 }
 
 /// `0.4500 ± 0.0707` (or a lone mean) as (mean, std).
@@ -283,6 +310,23 @@ fn rollout_diagnoses_sweeps_the_region_and_writes_a_self_contained_report() {
     assert!(!html.contains("<link") && !html.contains("<img"), "nothing outside the file");
     assert!(html.contains(&region) && html.contains(&winner.0));
     assert!(stdout(&run).contains(&format!("winner: {}", winner.0)));
+
+    // Every other objective against the NLL baseline, as computed here from results.csv.
+    let nll = stats.iter().find(|(s, _, _)| s == "nll").expect("every region's set holds nll");
+    for (setting, mean, std) in stats.iter().filter(|(s, _, _)| s != "nll") {
+        let diff = mean - nll.1;
+        let spread = std.max(nll.2);
+        let line = stdout(&run)
+            .lines()
+            .find(|l| l.starts_with(&format!("against nll: {setting}: ")))
+            .unwrap_or_else(|| panic!("no against-nll line for {setting}: {}", stdout(&run)))
+            .to_string();
+        assert!(line.contains(&format!("{diff:+.4}")), "{line}: want {diff:+.4}");
+        if spread > 0.0 {
+            assert!(line.contains(&format!("{:+.1} std", diff / spread)), "{line}");
+        }
+    }
+    assert!(md.contains("Against NLL"), "{md}");
 }
 
 #[test]

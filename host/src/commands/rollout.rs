@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::continuum::rollout::{margin, rollout};
+use crate::continuum::rollout::{against_nll, margin, rollout};
 use crate::continuum::sweep::SweepSpec;
 use crate::plugins::SearchPath;
 
@@ -22,6 +22,9 @@ pub fn run(config: &Path, overrides: &[String], search: &SearchPath) -> Result<(
         if let Some(margin) = margin(outcome) {
             println!("{}", margin.text);
         }
+    }
+    for line in against_nll(&done.plan, outcome).unwrap_or_default() {
+        println!("against nll: {}", line.replace('`', ""));
     }
     println!("wrote {} and {}", done.report_md.display(), done.report_html.display());
     super::sweep::failures(outcome)

@@ -34,7 +34,7 @@ pub struct Rollout {
 pub fn rationale(region: Region) -> &'static str {
     match region {
         Region::ModelStrong => {
-            "The base model is already confident on the targets. There, prior-leaning objectives (-p, -p^alpha with a large alpha, keeping only tokens above the median probability) do better than NLL in the paper: they down-weight the low-probability tokens, which a strong model mostly gets wrong for reasons the data cannot fix. NLL stays in the set as the baseline."
+            "The base model is already confident on the targets. There, prior-leaning objectives (-p, -p^alpha with alpha > 1, training only on the tokens the base model finds plausible) do better than NLL in the paper: they down-weight the low-probability tokens, which a strong model mostly gets wrong for reasons the data cannot fix. The threshold is judged once, by the base model, so it cannot ratchet as training moves tokens across it. NLL stays in the set as the baseline."
         }
         Region::Intermediate => {
             "Between the two ends, neither family dominates in the paper (its medical domain): the sweep covers NLL, -p and a moderately prior-leaning -p^alpha, and the data decides."
@@ -153,6 +153,31 @@ pub struct Margin {
     pub clear: bool,
 }
 
+/// Each setting against the NLL baseline of the same model (the paper's comparison): one line per
+/// setting with the difference of the `rank_by` means and, with seeds, that difference over the larger
+/// of the two standard deviations. `None` when the sweep has no plain `nll` setting.
+pub fn against_nll(plan: &Plan, outcome: &Outcome) -> Option<Vec<String>> {
+    let stat = |i: usize| outcome.rows[i].stats[outcome.rank_column];
+    let is_nll = |i: usize| {
+        let setting = &plan.settings[outcome.rows[i].setting];
+        setting.objective == "nll" && setting.params.is_empty()
+    };
+    let mut lines = Vec::new();
+    for (i, row) in outcome.rows.iter().enumerate() {
+        let baseline = (0..outcome.rows.len()).find(|&j| is_nll(j) && outcome.rows[j].model == row.model);
+        let (Some(b), false) = (baseline, is_nll(i)) else { continue };
+        let (Some(ours), Some(nll)) = (stat(i), stat(b)) else { continue };
+        let diff = ours.mean - nll.mean;
+        let spread = match (ours.std, nll.std) {
+            (Some(x), Some(y)) if x.max(y) > 0.0 => format!(", {:+.1} std", diff / x.max(y)),
+            (Some(_), Some(_)) => ", neither varies across seeds".to_string(),
+            _ => ", one seed: no std".to_string(),
+        };
+        lines.push(format!("`{}`: {:.4} against NLL's {:.4}, {diff:+.4}{spread}", row.display, ours.mean, nll.mean));
+    }
+    (!lines.is_empty()).then_some(lines)
+}
+
 /// The winner's margin over the runner-up in units of the larger of their two standard deviations.
 pub fn margin(outcome: &Outcome) -> Option<Margin> {
     let ranking = outcome.ranking();
@@ -257,7 +282,7 @@ fn report(
     doc.push(Block::List(plan.settings.iter().map(|s| format!("`{}`: {}", s.display(), s.description)).collect()));
     doc.push(Block::Heading(2, "What each objective trains on".into()));
     doc.push(Block::Paragraph(
-        "Measured on the base model before the first step, by calling each objective plugin on the diagnosis' log-probabilities: the share of target tokens it keeps with a non-zero weight, and the share of NLL's gradient on the target logits it applies (the sum of w(p)(1 - p) over NLL's sum of 1 - p). A thresholded objective is checked against the current model at every step, so these shares move during training.".into(),
+        "Measured on the base model before the first step, by calling each objective plugin on the diagnosis' log-probabilities: the share of target tokens it keeps with a non-zero weight, and the share of NLL's gradient on the target logits it applies (the sum of w(p)(1 - p) over NLL's sum of 1 - p). A threshold judged by the current model (`against = \"current\"`, the default) is checked again at every step, so its shares move during training; one judged by the base model (`against = \"base\"`) keeps these tokens for the whole run.".into(),
     ));
     let rows = shares
         .iter()
@@ -351,6 +376,14 @@ fn report(
         }
         _ => doc.push(Block::Paragraph("No run finished, so there is no winner.".into())),
     }
+    if let Some(lines) = against_nll(plan, outcome) {
+        doc.push(Block::Heading(1, "Against NLL".into()));
+        doc.push(Block::Paragraph(format!(
+            "Each objective's `{}` against the NLL baseline: the difference of the means and that difference over the larger of the two standard deviations (more than +2: ahead of NLL at 2 std; below -2: behind it).",
+            plan.rank_by
+        )));
+        doc.push(Block::List(lines));
+    }
     Ok(doc)
 }
 
@@ -370,9 +403,10 @@ mod tests {
         let entries = recommended_entries(Region::ModelStrong);
         let names: Vec<&str> = entries.iter().map(|e| e.plugin.as_str()).collect();
         assert_eq!(names, ["neg_p", "general_family", "neg_p_threshold", "nll"]);
-        assert_eq!(entries[1].params.get("alpha"), Some(&toml::Value::Integer(10)));
+        assert_eq!(entries[1].params.get("alpha"), Some(&toml::Value::Integer(3)));
         assert_eq!(entries[2].params.get("side"), Some(&toml::Value::String("top".into())));
-        assert_eq!(entries[2].params.get("percentile"), Some(&toml::Value::Integer(50)));
+        assert_eq!(entries[2].params.get("against"), Some(&toml::Value::String("base".into())));
+        assert_eq!(entries[2].params.get("percentile"), Some(&toml::Value::Integer(1)));
         let weak = recommended_entries(Region::ModelWeak);
         assert_eq!(weak[2].params.get("alpha"), Some(&toml::Value::Float(-0.5)));
     }

@@ -162,6 +162,7 @@ impl Model {
             true => embed_tokens.clone(),
             false => loader.take("lm_head.weight", &[c.vocab_size, h])?,
         };
+        loader.refuse_unused(c)?;
 
         let rope = match &c.rope_scaling {
             None => Rope::new(c.head_dim, c.rope_theta),
@@ -602,6 +603,30 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
+    /// Weights the config does not use mean the two disagree (most often num_hidden_layers): training
+    /// would save a model without them. Tolerated as transformers tolerates them: a tied checkpoint's
+    /// lm_head copy and old checkpoints' rotary `inv_freq` buffers.
+    fn refuse_unused(&self, config: &ModelConfig) -> Result<()> {
+        let Source::Stored(stored) = &self.source else {
+            return Ok(());
+        };
+        let mut unused: Vec<&String> = stored
+            .keys()
+            .filter(|name| !(config.tie_word_embeddings && name.as_str() == "lm_head.weight"))
+            .filter(|name| !name.ends_with("rotary_emb.inv_freq"))
+            .collect();
+        unused.sort();
+        if let Some(first) = unused.first() {
+            bail!(
+                "{}: {} tensor(s) that config.json's shape does not use, e.g. `{first}` (num_hidden_layers = {}): do config.json and the weights belong together?",
+                self.dir.display(),
+                unused.len(),
+                config.num_hidden_layers
+            );
+        }
+        Ok(())
+    }
+
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Var> {
         let stored = match &mut self.source {
             Source::Stored(stored) => stored,
@@ -627,6 +652,19 @@ impl Loader<'_> {
         }
         if !tensor.dtype().is_float() {
             bail!("{}: tensor `{name}` has non-float dtype {:?}", file.display(), tensor.dtype());
+        }
+        // x - x is 0 for every finite x and NaN for NaN and ±inf, so the sum is 0 exactly when all are finite
+        // (a sum of the values themselves could overflow).
+        let values = tensor.to_dtype(DType::F32)?;
+        if values.sub(&values)?.abs()?.sum_all()?.to_scalar::<f32>()? != 0.0 {
+            let values = tensor.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+            let (index, value) =
+                values.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, f32::NAN), |(i, v)| (i, *v));
+            let count = values.iter().filter(|v| !v.is_finite()).count();
+            bail!(
+                "{}: tensor `{name}` has {count} non-finite value(s), the first {value} at flat index {index}",
+                file.display()
+            );
         }
         let var = Var::from_tensor(&tensor.to_dtype(self.dtype)?)?;
         self.params.push((name.to_string(), var.clone()));

@@ -200,6 +200,11 @@ pub struct TrainSection {
     /// Save a checkpoint every N steps (0 = only the final one).
     #[serde(default)]
     pub save_every: u64,
+    /// Stop after this many steps in a row without an update from a non-finite log-prob or gradient norm,
+    /// or without a single token included by the objective since the start; each such step is skipped
+    /// and marked in metrics.jsonl.
+    #[serde(default = "default_max_skipped_steps")]
+    pub max_skipped_steps: u64,
 }
 
 impl Default for TrainSection {
@@ -212,10 +217,14 @@ impl Default for TrainSection {
             seed: 0,
             out_dir: default_out_dir(),
             save_every: 0,
+            max_skipped_steps: default_max_skipped_steps(),
         }
     }
 }
 
+fn default_max_skipped_steps() -> u64 {
+    10
+}
 pub(crate) fn default_samples() -> usize {
     1
 }
@@ -337,8 +346,10 @@ impl RunConfig {
         }
         match (t.max_steps, t.epochs) {
             (Some(0), _) => bail!("[train] max_steps must be at least 1"),
+            _ if t.max_skipped_steps == 0 => bail!("[train] max_skipped_steps must be at least 1"),
             (_, Some(e)) if !e.is_finite() || e <= 0.0 => bail!("[train] epochs must be positive, got {e}"),
             (None, None) => bail!("[train] give max_steps or epochs"),
+            (Some(_), Some(_)) => bail!("[train] give max_steps or epochs, not both"),
             _ => {}
         }
         if self.data.max_length < 2 {

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use host::commands;
 use host::plugins::SearchPath;
+use host::train::TrainOptions;
 
 #[derive(Parser)]
 #[command(name = "host", version, about = "SFT trainer with probability-based objectives as plugins")]
@@ -35,9 +36,12 @@ enum Command {
         /// Config override, e.g. optim.lr=1e-4 (repeatable).
         #[arg(long = "set")]
         overrides: Vec<String>,
-        /// Continue from the latest checkpoint in the output folder.
+        /// Continue from the latest checkpoint in the output folder (from step 0 if it has none yet).
         #[arg(long)]
         resume: bool,
+        /// Start over in an output folder that holds a run, removing that run's checkpoints and metrics.
+        #[arg(long, conflicts_with = "resume")]
+        overwrite: bool,
         /// Where to train: cpu, cuda or cuda:N (overrides [model] device; cuda needs a --features cuda build).
         #[arg(long)]
         device: Option<String>,
@@ -268,9 +272,10 @@ fn main() -> ExitCode {
             }
         },
         Command::InitModel(args) => commands::init_model::run(&args),
-        Command::Train { config, plugin, mut overrides, resume, device } => {
+        Command::Train { config, plugin, mut overrides, resume, overwrite, device } => {
             overrides.extend(device.map(|d| format!("model.device={d}")));
-            commands::train::run(&config, plugin.as_deref(), &overrides, resume, &search)
+            let options = TrainOptions { objective_override: plugin.as_deref(), search: &search, resume, overwrite };
+            commands::train::run(&config, &overrides, &options)
         }
         Command::Score { model, data, out, prompt_key, response_key, batch_size, encode, device } => {
             commands::score::run(&commands::score::ScoreArgs {

@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::{EvalSection, LrScheduler, RunConfig};
 use crate::data::{self, Batch, Dataset, Example, TextTokenizer};
 use crate::eval::{evaluate, EvalSettings};
+use crate::fingerprint::{self, first_difference};
 use crate::plugins::objective::TokenStats;
 use crate::plugins::params::ParamSet;
 use crate::plugins::{EvaluatorPlugin, LoadedPlugin, MixerPlugin, ObjectivePlugin, SearchPath};
+use crate::run_dir::{RunDir, STATE_FILE};
 use crate::sampler::{Sampler, SetCursor};
 
 /// What a finished run reports.
@@ -50,6 +52,10 @@ pub struct TrainerState {
     pub seed: u64,
     pub batch_size: usize,
     pub objective: String,
+    /// Every setting that changes the trajectory, and a digest of each training file (see
+    /// [`trajectory_fingerprint`]); absent in checkpoints of older hosts.
+    #[serde(default)]
+    pub fingerprint: serde_json::Value,
 }
 
 /// Options of `host train` beyond the config file.
@@ -58,12 +64,32 @@ pub struct TrainOptions<'a> {
     pub search: &'a SearchPath,
     /// Continue from the latest checkpoint in `out_dir` if there is one.
     pub resume: bool,
+    /// Start over in an `out_dir` that holds a run, removing that run's files.
+    pub overwrite: bool,
 }
 
 pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> {
     let device = open_device(&config.model.device)?;
     let dtype = engine::parse_dtype(&config.model.dtype)?;
-    let out_dir = &config.train.out_dir;
+    let run_dir = RunDir::new(&config.train.out_dir);
+    let out_dir = run_dir.root();
+
+    // The folder: this process's alone while it trains, and a run there is continued or replaced only
+    // when asked (replaced once everything below has loaded, so a bad config loses nothing).
+    let held = run_dir.lock()?;
+    let found = run_dir.contents();
+    let replace = !options.resume && !found.is_empty();
+    if replace && !options.overwrite {
+        bail!(
+            "{} already holds a run ({}); continue it with --resume, or start over with --overwrite",
+            out_dir.display(),
+            found.join(", ")
+        );
+    }
+    let stale = run_dir.remove_stale_temporaries(&held)?;
+    if stale > 0 {
+        tracing::info!("removed {stale} half-written checkpoint folder(s) a stopped run left in {}", out_dir.display());
+    }
 
     // Model, tokenizer and data.
     let model_dir = &config.model.path;
@@ -78,9 +104,18 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let micro = config.micro_batch_size();
     let total_steps = match (config.train.max_steps, config.train.epochs) {
         (Some(steps), _) => steps,
-        (None, Some(epochs)) => ((epochs * n as f64) / batch_size as f64).ceil().max(1.0) as u64,
+        (None, Some(epochs)) => {
+            let steps = ((epochs * n as f64) / batch_size as f64).ceil().max(1.0);
+            if steps > MAX_TOTAL_STEPS as f64 {
+                bail!("[train] epochs = {epochs} over {n} examples is {steps:.3e} steps, more than {MAX_TOTAL_STEPS}");
+            }
+            steps as u64
+        }
         (None, None) => bail!("[train] give max_steps or epochs"),
     };
+    if total_steps > MAX_TOTAL_STEPS {
+        bail!("[train] max_steps = {total_steps} is more than {MAX_TOTAL_STEPS}");
+    }
 
     // The objective, with a `percentile` turned into `q` from the base model's token probabilities.
     // Both need the starting model's log-probs on every training target, scored once, here, before the
@@ -122,13 +157,31 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         seed: config.train.seed,
         batch_size,
         objective: objective.name().to_string(),
+        fingerprint: trajectory_fingerprint(config, objective.name())?,
     };
+
+    if replace {
+        run_dir.clear(&held)?;
+        tracing::info!("removed the previous run in {} (--overwrite)", out_dir.display());
+    }
 
     // Resume: the latest complete checkpoint holds weights, optimizer moments and the data cursor.
     let mut resumed_from = None;
     if options.resume {
-        if let Some(checkpoint) = latest_checkpoint(out_dir)? {
+        let latest = latest_checkpoint(&run_dir)?;
+        if latest.is_none() {
+            tracing::warn!("--resume: no checkpoint in {} yet; starting from step 0", out_dir.display());
+        }
+        if let Some(checkpoint) = latest {
             let saved: TrainerState = read_state(&checkpoint)?;
+            if let Some((key, theirs, ours)) =
+                first_difference(&saved.fingerprint, &state.fingerprint).filter(|_| !saved.fingerprint.is_null())
+            {
+                bail!(
+                    "cannot resume from {}: it was made with {key} = {theirs}, this run has {ours}",
+                    checkpoint.display()
+                );
+            }
             for (what, ours, theirs) in [
                 ("total steps", total_steps.to_string(), saved.total_steps.to_string()),
                 ("[train] seed", state.seed.to_string(), saved.seed.to_string()),
@@ -143,6 +196,17 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                     );
                 }
             }
+            for (set, cursor) in sets.iter().zip(&saved.cursors) {
+                if cursor.cursor > set.examples.len() {
+                    bail!(
+                        "cannot resume from {}: set `{}` has {} examples now, fewer than the {} it had read",
+                        checkpoint.display(),
+                        set.name,
+                        set.examples.len(),
+                        cursor.cursor
+                    );
+                }
+            }
             model = Model::load_with_dtype(&checkpoint, &device, dtype)?;
             optimizer = AdamW::load_state(checkpoint.join(OPTIMIZER_FILE), adamw, &device)?;
             optimizer.check_matches(model.params())?;
@@ -152,8 +216,9 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         }
     }
 
-    std::fs::create_dir_all(out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
-    let mut metrics = MetricsLog::open(&out_dir.join("metrics.jsonl"), state.step)?;
+    // A resumed run marks where it took over, even from step 0 (nothing saved yet).
+    let resumed_at = (options.resume && run_dir.metrics().exists()).then_some(state.step);
+    let mut metrics = MetricsLog::open(&run_dir.metrics(), resumed_at)?;
     let progress = Progress::new(total_steps, state.step);
     tracing::info!(
         "training {} ({} parameters) on {n} examples with `{}` for {total_steps} steps of {batch_size} (micro-batches of {micro})",
@@ -174,6 +239,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let (mut first_loss, mut last_loss, mut tokens_seen) = (None, None, 0usize);
     let mut sampler = Sampler::new(&sets, state.seed, config.data.shuffle, Some(state.cursors.clone()));
     let stop = crate::stop::StopSignals::listen()?;
+    let (mut skipped_in_a_row, mut updated_once) = (0u64, false);
     while state.step < total_steps {
         let step = state.step + 1;
         let step_started = Instant::now();
@@ -190,6 +256,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         let micro_batches = batch_size / micro;
         let mut grads: Option<engine::Grads> = None;
         let (mut loss_sum, mut loss_batches, mut tokens, mut loss_tokens) = (0.0f64, 0usize, 0usize, 0usize);
+        // Why this step makes no update, if it makes none.
+        let mut skipped: Option<Skip> = None;
         for chunk in indices.chunks(micro) {
             let rows: Vec<&Example> = chunk.iter().map(|&(s, i)| &sets[s].examples[i]).collect();
             for &(s, i) in chunk {
@@ -200,6 +268,11 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             tokens += batch.tokens;
             let pass = model.training_pass(&batch.ids)?;
             let stats = TokenStats::of(&pass, needs)?;
+            // The model's own numbers overflowed: not the objective's fault, and no step to take.
+            if let Some(i) = (0..stats.logp.len()).find(|&i| batch.loss_mask[i] == 1 && !stats.logp[i].is_finite()) {
+                skipped = Some(Skip::NonFinite(format!("the model's log-prob at a target token is {}", stats.logp[i])));
+                break;
+            }
             let batch_base_logp = base_logp.as_ref().map(|b| lay_out_base_logp(b, chunk, &batch)).transpose()?;
             let inputs =
                 stats.inputs(&batch.loss_mask, &batch.sequence_starts, batch_base_logp.as_deref(), step, total_steps);
@@ -229,23 +302,45 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             }
         }
 
-        let grad_norm = match grads.as_mut() {
-            Some(g) => {
+        let grad_norm = match (grads.as_mut(), &skipped) {
+            (Some(g), None) => {
                 let norm = if config.optim.max_grad_norm > 0.0 {
                     engine::clip_grad_norm(g, config.optim.max_grad_norm)?
                 } else {
                     g.global_norm()?
                 };
-                if !norm.is_finite() {
-                    bail!("step {step}: the gradient norm is {norm}; stopping before the update");
+                // Skipped, as verl skips it: an update by a non-finite gradient would ruin every weight.
+                if norm.is_finite() {
+                    optimizer.step(model.params(), g)?;
+                    memory.poll();
+                } else {
+                    skipped = Some(Skip::NonFinite(format!("the gradient norm is {norm}")));
                 }
-                optimizer.step(model.params(), g)?;
-                memory.poll();
                 norm
             }
-            None => 0.0, // nothing included anywhere in the batch: no update
+            (None, None) => {
+                skipped = Some(Skip::NothingIncluded);
+                0.0
+            }
+            (_, Some(_)) => f64::NAN,
         };
         state.step = step;
+        match &skipped {
+            None => (skipped_in_a_row, updated_once) = (0, true),
+            Some(reason) => {
+                skipped_in_a_row += 1;
+                tracing::warn!("step {step} made no update: {reason}");
+                // A threshold may legitimately empty batches once the model has moved; one that never
+                // included anything, or numbers that keep overflowing, will not recover.
+                let hopeless = matches!(reason, Skip::NonFinite(_)) || !updated_once;
+                if hopeless && skipped_in_a_row >= config.train.max_skipped_steps {
+                    bail!(
+                        "steps {}-{step} made no update, the last because {reason}; stopping after {skipped_in_a_row} in a row ([train] max_skipped_steps)",
+                        step + 1 - skipped_in_a_row
+                    );
+                }
+            }
+        }
 
         let loss = (loss_batches > 0).then(|| loss_sum / loss_batches as f64);
         first_loss = first_loss.or(loss);
@@ -266,6 +361,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             "loss": loss,
             "lr": lr,
             "grad_norm": grad_norm,
+            "skipped": skipped.as_ref().map(Skip::to_string),
             "tokens": tokens,
             "loss_tokens": loss_tokens,
             "tokens_per_s": tokens_per_second,
@@ -277,7 +373,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         progress.step(step, loss, tokens_per_second);
 
         let save_every = config.train.save_every;
-        let checkpoint = out_dir.join(format!("checkpoint-{step}"));
+        let checkpoint = run_dir.checkpoint(step);
         if save_every > 0 && step.is_multiple_of(save_every) && step < total_steps {
             save_checkpoint(&model, &optimizer, &state, &checkpoint)?;
         }
@@ -296,7 +392,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     progress.finish();
     engine::release_training_buffers(); // what follows (a sweep's evaluation, the next run) needs none
 
-    let final_dir = out_dir.join("final");
+    let final_dir = run_dir.final_dir();
     save_checkpoint(&model, &optimizer, &state, &final_dir)?;
     let elapsed = started.elapsed().as_secs_f64();
     Ok(Summary {
@@ -308,6 +404,21 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         resumed_from,
         peak_memory: memory.peak(),
     })
+}
+
+/// Why a step made no update.
+enum Skip {
+    NonFinite(String),
+    NothingIncluded,
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::NonFinite(what) => f.write_str(what),
+            Skip::NothingIncluded => f.write_str("the objective included no token of the batch"),
+        }
+    }
 }
 
 /// Evaluation during training: the evaluator, its data and generation settings, loaded up front so a
@@ -503,7 +614,6 @@ pub fn learning_rate(config: &RunConfig, step: u64, total_steps: u64) -> f64 {
 }
 
 const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-const STATE_FILE: &str = "trainer_state.json";
 
 /// A Hugging Face checkpoint plus optimizer and trainer state, written atomically; a model trained in
 /// bf16 saves the optimizer's float32 master weights.
@@ -522,61 +632,68 @@ fn save_checkpoint(model: &Model, optimizer: &AdamW, state: &TrainerState, dir: 
     Ok(())
 }
 
+/// The most optimizer steps a run may ask for (a typo such as `epochs = 1e30` is refused, not looped on).
+const MAX_TOTAL_STEPS: u64 = 100_000_000;
+
+/// What decides a run's trajectory, as JSON compared key by key on `--resume`: the resolved config (the
+/// objective as this run loads it) minus what only says where or how often to write and evaluate, plus
+/// the SHA-256 of every training file under `data.train_digests`.
+pub fn trajectory_fingerprint(config: &RunConfig, objective: &str) -> Result<serde_json::Value> {
+    let mut value = serde_json::to_value(config)?;
+    value["objective"]["plugin"] = serde_json::json!(objective);
+    let not_trajectory = [
+        ("train", "out_dir"),
+        ("train", "save_every"),
+        ("train", "max_skipped_steps"),
+        ("model", "device"),
+        ("data", "eval"),
+    ];
+    for (section, key) in not_trajectory {
+        if let Some(table) = value[section].as_object_mut() {
+            table.remove(key);
+        }
+    }
+    if let Some(table) = value.as_object_mut() {
+        table.remove("eval");
+    }
+    let digests = config
+        .data
+        .train
+        .files()
+        .iter()
+        .map(|file| Ok((file.display().to_string(), serde_json::json!(fingerprint::file_digest(file)?))))
+        .collect::<Result<serde_json::Map<_, _>>>()?;
+    value["data"]["train_digests"] = serde_json::Value::Object(digests);
+    Ok(value)
+}
+
 fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
-/// The checkpoint with the most steps in `out_dir` (`final` counts as done), if any.
-pub fn latest_checkpoint(out_dir: &Path) -> Result<Option<PathBuf>> {
-    let Ok(entries) = std::fs::read_dir(out_dir) else {
-        return Ok(None);
-    };
-    let mut best: Option<(u64, PathBuf)> = None;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if !path.join(STATE_FILE).is_file() {
-            continue; // not a complete checkpoint
-        }
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let step = if name == "final" {
-            read_state(&path)?.step
-        } else if let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse().ok()) {
-            step
-        } else {
-            continue;
-        };
-        if best.as_ref().is_none_or(|(s, _)| step > *s) {
-            best = Some((step, path));
-        }
-    }
-    Ok(best.map(|(_, p)| p))
+/// The checkpoint with the most steps in a run folder (`final` counts as done), if any.
+pub fn latest_checkpoint(run_dir: &RunDir) -> Result<Option<PathBuf>> {
+    run_dir.latest_checkpoint(|dir| Ok(read_state(dir)?.step))
 }
 
-/// `metrics.jsonl`, one line per optimizer step; on resume, lines after the resumed step are dropped.
+/// `metrics.jsonl`, one line per optimizer step, only ever appended to: a resumed run first writes a
+/// `{"resumed_from": N}` line, and the steps after N that follow it supersede any an interrupted attempt
+/// had written (readers keep the last line of each step).
 struct MetricsLog {
     file: std::fs::File,
 }
 
 impl MetricsLog {
-    fn open(path: &Path, keep_steps: u64) -> Result<Self> {
-        let kept: Vec<String> = match std::fs::read_to_string(path) {
-            Ok(text) if keep_steps > 0 => text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s <= keep_steps)
-                })
-                .map(str::to_string)
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut file = std::fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-        for line in kept {
-            writeln!(file, "{line}")?;
+    fn open(path: &Path, resumed_from: Option<u64>) -> Result<Self> {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        if let Some(step) = resumed_from {
+            writeln!(file, "{}", serde_json::json!({ "resumed_from": step }))?;
         }
         Ok(Self { file })
     }
@@ -586,6 +703,22 @@ impl MetricsLog {
         self.file.flush()?;
         Ok(())
     }
+}
+
+/// The step lines of a metrics.jsonl in order, without those a resumed attempt superseded.
+pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut steps: Vec<serde_json::Value> = Vec::new();
+    for (number, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow!("{}: line {}: malformed ({e})", path.display(), number + 1))?;
+        if let Some(from) = value["resumed_from"].as_u64() {
+            steps.retain(|v| v["step"].as_u64().is_some_and(|s| s <= from));
+        } else if value["step"].is_u64() {
+            steps.push(value);
+        }
+    }
+    Ok(steps)
 }
 
 /// A progress bar on a terminal; a log line per step otherwise.

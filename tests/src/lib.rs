@@ -137,7 +137,15 @@ pub fn score_logp(model: &Path, data: &Path, out: &Path) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The `metrics.jsonl` lines of a run.
+/// The step lines of a run's `metrics.jsonl`, as a reader must take them: a `{"resumed_from": N}` line
+/// supersedes the lines after step N that an interrupted attempt wrote.
 pub fn read_metrics(out_dir: &Path) -> Vec<serde_json::Value> {
-    read_jsonl(&out_dir.join("metrics.jsonl"))
+    let mut steps: Vec<serde_json::Value> = Vec::new();
+    for line in read_jsonl(&out_dir.join("metrics.jsonl")) {
+        match line["resumed_from"].as_u64() {
+            Some(from) => steps.retain(|l| l["step"].as_u64().expect("step") <= from),
+            None => steps.push(line),
+        }
+    }
+    steps
 }

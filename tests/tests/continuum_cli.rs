@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use integration_tests::{
-    assert_error, fixture, host, score_logp, stderr, stdout, workspace_root, write_jsonl, write_run_config,
+    assert_error, fixture, host, read_metrics, score_logp, stderr, stdout, workspace_root, write_jsonl,
+    write_run_config,
 };
 use serde_json::Value;
 
@@ -167,8 +168,10 @@ fn sweep_runs_the_grid_then_skips_resumes_and_reevaluates() {
     let resumed: Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("result.json")).unwrap()).unwrap();
     assert_eq!(resumed["train"]["resumed_from_step"], 2);
     assert_eq!(resumed["train"]["steps"], 3);
+    let steps: Vec<u64> = read_metrics(&run_dir).iter().map(|m| m["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, [1, 2, 3]);
     let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
-    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    assert!(metrics.contains("{\"resumed_from\":2}"), "{metrics}");
 
     // Other evaluation protocols: every run is evaluated again, none trained.
     let text = std::fs::read_to_string(&config).unwrap().replace("seed = 3", "seed = 4");

@@ -87,7 +87,14 @@ fn verl_parquet_trains_end_to_end() {
     assert!(out_dir.join("final/model.safetensors").is_file());
 
     // A missing column names the key and what the rows have.
-    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.prompt_key=extra_info.prompt"]);
+    let run = host(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--overwrite",
+        "--set",
+        "data.prompt_key=extra_info.prompt",
+    ]);
     assert_error(&run, 2, &["math.parquet:1", "missing key `extra_info.prompt`", "data_source, extra_info"]);
 }
 
@@ -123,6 +130,7 @@ fn chat_rows_with_messages_train_through_the_chat_template() {
     assert!(metrics.iter().all(|m| m["loss_tokens"].as_u64() == Some(8)), "{metrics:?}");
 
     write_jsonl(&data, &[json!({"messages": [{"role": "user", "content": "hi"}]})]);
+    std::fs::remove_dir_all(dir.path().join("out")).unwrap();
     let run = train(dir.path(), data.to_str().unwrap(), "");
     assert_error(&run, 2, &["chat.jsonl:1", "role \"assistant\""]);
 }

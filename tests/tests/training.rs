@@ -145,7 +145,7 @@ fn resume_after_kill_9_is_bitwise_identical() {
     // Whatever the kill interrupted, resume from the first checkpoint to exercise the whole path.
     for entry in std::fs::read_dir(&out_b).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if name != "checkpoint-3" && name != "metrics.jsonl" {
+        if name != "checkpoint-3" && name != "metrics.jsonl" && name != ".lock" {
             std::fs::remove_dir_all(out_b.join(&name)).unwrap();
         }
     }
@@ -245,7 +245,7 @@ fn eval_during_training_writes_scores_to_metrics() {
     assert!(stderr(&run).contains("step 2 eval: exact_match"), "{}", stderr(&run));
 
     // A bad [eval] table fails before training starts.
-    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "eval.evaluator=nll"]);
+    let run = host(&["train", "--config", config.to_str().unwrap(), "--overwrite", "--set", "eval.evaluator=nll"]);
     integration_tests::assert_error(&run, 2, &["expected an evaluator plugin"]);
 }
 

@@ -103,7 +103,7 @@ fn a_plugin_failing_mid_training_leaves_no_partial_checkpoint() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, vec!["checkpoint-1", "checkpoint-2", "metrics.jsonl"], "{fault}");
+        assert_eq!(left, vec![".lock", "checkpoint-1", "checkpoint-2", "metrics.jsonl"], "{fault}");
         assert!(dir.path().join("out/checkpoint-2/model.safetensors").is_file());
     }
 }

@@ -9,6 +9,8 @@ use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
 use crate::config::RunConfig;
+use crate::fingerprint::first_difference;
+use crate::run_dir::RunDir;
 
 /// The file, inside a run's folder.
 pub const FILE: &str = "run-record.json";
@@ -47,7 +49,7 @@ impl RunRecord {
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let trained = ["metrics.jsonl", "final", "result.json"].iter().any(|f| run_dir.join(f).exists());
+                let trained = !RunDir::new(run_dir).contents().is_empty() || run_dir.join("result.json").exists();
                 if trained {
                     bail!(
                         "{} holds a run but no {FILE} saying what it was made with; remove it or choose another out_dir",
@@ -59,12 +61,10 @@ impl RunRecord {
             Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
         };
         let saved: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: unreadable ({e})", path.display()))?;
-        if let Some(key) = first_difference(&saved["train"], &self.train, "") {
+        if let Some((key, there, now)) = first_difference(&saved["train"], &self.train) {
             bail!(
-                "{} was trained with another configuration ({key}: {} there, {} now); remove it or choose another out_dir",
-                run_dir.display(),
-                lookup(&saved["train"], &key),
-                lookup(&self.train, &key)
+                "{} was trained with another configuration ({key}: {there} there, {now} now); remove it or choose another out_dir",
+                run_dir.display()
             );
         }
         Ok(if saved["eval"] == self.eval { Reuse::Everything } else { Reuse::TrainingOnly })
@@ -78,41 +78,9 @@ impl RunRecord {
     }
 }
 
-/// The dotted path of the first leaf where `a` and `b` differ.
-fn first_difference(a: &Value, b: &Value, prefix: &str) -> Option<String> {
-    let join = |key: &str| if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") };
-    match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            keys.into_iter().find_map(|k| {
-                first_difference(x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), &join(k))
-            })
-        }
-        _ if a == b => None,
-        _ => Some(if prefix.is_empty() { "(the whole record)".to_string() } else { prefix.to_string() }),
-    }
-}
-
-fn lookup(value: &Value, dotted: &str) -> Value {
-    dotted.split('.').fold(value, |v, k| v.get(k).unwrap_or(&Value::Null)).clone()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_the_first_differing_key() {
-        let a = json!({"optim": {"lr": 0.001, "betas": [0.9, 0.95]}, "train": {"seed": 0}});
-        let b = json!({"optim": {"lr": 0.0001, "betas": [0.9, 0.95]}, "train": {"seed": 0}});
-        assert_eq!(first_difference(&a, &b, ""), Some("optim.lr".to_string()));
-        assert_eq!(first_difference(&a, &a, ""), None);
-        let c = json!({"optim": {"lr": 0.001, "betas": [0.9, 0.95]}, "train": {"seed": 0, "epochs": 2}});
-        assert_eq!(first_difference(&a, &c, ""), Some("train.epochs".to_string()));
-        assert_eq!(lookup(&b, "optim.lr"), json!(0.0001));
-    }
 
     #[test]
     fn refuses_other_training_and_reevaluates_other_protocols() {

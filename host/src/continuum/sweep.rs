@@ -50,6 +50,7 @@ use crate::plugins::params::{parse_literal, ParamSet};
 use crate::plugins::{EvaluatorPlugin, LoadedPlugin, MixerPlugin, ObjectivePlugin, SearchPath};
 use crate::report::bars::{write_bar_chart, Bar, BarChart};
 use crate::report::document::markdown_table;
+use crate::run_dir::{RunDir, STATE_FILE};
 use crate::train::{self, TrainOptions};
 
 /// Top-level keys of a run config: `--set` assignments under these go to every run's config; others
@@ -771,20 +772,22 @@ fn run_one(plan: &Plan, run: &PlannedRun, search: &SearchPath, tag: &str) -> Res
     let started = Instant::now();
     let config = plan.run_config(run)?;
     let run_dir = plan.run_dir(run);
-    let final_dir = run_dir.join("final");
+    let folder = RunDir::new(&run_dir);
+    let final_dir = folder.final_dir();
     let mut resumed_from_step = None;
-    if final_dir.join("trainer_state.json").is_file() {
+    if final_dir.join(STATE_FILE).is_file() {
         println!("{tag}: final checkpoint found; evaluating it");
     } else {
-        let from = train::latest_checkpoint(&run_dir)?;
+        let from = train::latest_checkpoint(&folder)?;
         match &from {
             Some(checkpoint) => println!("{tag}: training (resuming from {}) ...", checkpoint.display()),
             None => println!("{tag}: training ..."),
         }
-        let summary = train::train(&config, &TrainOptions { objective_override: None, search, resume: true })?;
+        let options = TrainOptions { objective_override: None, search, resume: true, overwrite: false };
+        let summary = train::train(&config, &options)?;
         resumed_from_step = summary.resumed_from;
     }
-    let mut train_stats = train_stats(&run_dir.join("metrics.jsonl"))?;
+    let mut train_stats = train_stats(&folder.metrics())?;
     train_stats.resumed_from_step = resumed_from_step;
 
     let model = Model::load(&final_dir, &Device::Cpu)?;
@@ -828,12 +831,9 @@ fn run_one(plan: &Plan, run: &PlannedRun, search: &SearchPath, tag: &str) -> Res
 
 /// First and last loss, steps and throughput from a metrics.jsonl.
 fn train_stats(path: &Path) -> Result<TrainStats> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut stats = TrainStats::default();
     let (mut tokens, mut seconds) = (0.0f64, 0.0f64);
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let value: serde_json::Value =
-            serde_json::from_str(line).map_err(|e| anyhow!("{}: malformed line: {e}", path.display()))?;
+    for value in train::read_metrics(path)? {
         stats.steps = value["step"].as_u64().unwrap_or(stats.steps);
         if let Some(loss) = value["loss"].as_f64() {
             stats.first_loss = stats.first_loss.or(Some(loss));

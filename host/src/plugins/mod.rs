@@ -11,6 +11,7 @@
 
 pub mod c_abi;
 pub mod check;
+mod elf;
 pub mod evaluator;
 pub mod mixer;
 pub mod objective;
@@ -145,6 +146,7 @@ impl LoadedPlugin {
         if !path.is_file() {
             bail!("plugin file not found: {shown}");
         }
+        elf::check_complete(path)?;
         let header = match lib_header_from_path(path) {
             Ok(header) => header,
             Err(error @ LibraryError::GetSymbolError { .. }) => {

@@ -174,13 +174,15 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         }
         if let Some(checkpoint) = latest {
             let saved: TrainerState = read_state(&checkpoint)?;
-            if let Some((key, theirs, ours)) =
-                first_difference(&saved.fingerprint, &state.fingerprint).filter(|_| !saved.fingerprint.is_null())
-            {
-                bail!(
-                    "cannot resume from {}: it was made with {key} = {theirs}, this run has {ours}",
-                    checkpoint.display()
-                );
+            // The fingerprint covers every setting below; a checkpoint of an older host has none, and
+            // only those few are checked.
+            if !saved.fingerprint.is_null() {
+                if let Some((key, theirs, ours)) = first_difference(&saved.fingerprint, &state.fingerprint) {
+                    bail!(
+                        "cannot resume from {}: it was made with {key} = {theirs}, this run has {ours}",
+                        checkpoint.display()
+                    );
+                }
             }
             for (what, ours, theirs) in [
                 ("total steps", total_steps.to_string(), saved.total_steps.to_string()),
@@ -379,7 +381,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         }
         // A signal asked to stop: this step is done; keep it and leave (after the last step, finish instead).
         if let (Some(signal), true) = (stop.requested(), step < total_steps) {
-            if !checkpoint.join("trainer_state.json").is_file() {
+            if !checkpoint.join(STATE_FILE).is_file() {
                 save_checkpoint(&model, &optimizer, &state, &checkpoint)?;
             }
             progress.finish();

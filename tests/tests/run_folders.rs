@@ -188,21 +188,20 @@ fn overwrite(tensor: &'static str, value: f32, all: bool) -> impl Fn(&mut [u8], 
     }
 }
 
+/// `host score` of `model` on the default eval data into `dir/logp.jsonl`: the output and that path.
+fn score(model: &Path, dir: &Path) -> (std::process::Output, PathBuf) {
+    let data = workspace_root().join("datasets/default/eval.jsonl");
+    let out = dir.join("logp.jsonl");
+    let args =
+        ["score", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    (host(&args), out)
+}
+
 #[test]
 fn non_finite_weights_are_refused_at_load_naming_file_and_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let model = damaged_model(dir.path(), "nan", overwrite("model.norm.weight", f32::NAN, false), "");
-    let data = workspace_root().join("datasets/default/eval.jsonl");
-    let out = dir.path().join("logp.jsonl");
-    let run = host(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (run, out) = score(&model, dir.path());
     assert_error(&run, 2, &["model.safetensors", "`model.norm.weight`", "non-finite", "NaN"]);
     assert!(!out.exists());
 }
@@ -225,17 +224,7 @@ fn overflowing_activations_skip_steps_and_blame_the_model_not_the_objective() {
 fn weights_the_config_does_not_use_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let model = damaged_model(dir.path(), "fewer-layers", |_, _, _| {}, "num_hidden_layers=1");
-    let data = workspace_root().join("datasets/default/eval.jsonl");
-    let out = dir.path().join("logp.jsonl");
-    let run = host(&[
-        "score",
-        "--model",
-        model.to_str().unwrap(),
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (run, _) = score(&model, dir.path());
     assert_error(
         &run,
         2,

@@ -249,6 +249,27 @@ fn eval_during_training_writes_scores_to_metrics() {
     integration_tests::assert_error(&run, 2, &["expected an evaluator plugin"]);
 }
 
+/// `neg_p_threshold` with `percentile = 50, side = "top"` (then `params_and_more`, which may open other
+/// tables) on qwen2-tiny, batches of 5 in file order, `train` in the `[train]` table, out_dir `out`.
+fn median_threshold_run(
+    dir: &Path,
+    data: &Path,
+    out: &Path,
+    params_and_more: &str,
+    train: &str,
+) -> std::process::Output {
+    let config = write_run_config(
+        dir,
+        &fixture("qwen2-tiny"),
+        data,
+        &format!(
+            "[objective]\nplugin = \"neg_p_threshold\"\n[objective.params]\npercentile = 50\nside = \"top\"\n{params_and_more}\n[train]\nbatch_size = 5\n{train}out_dir = {:?}\n",
+            out.display().to_string()
+        ),
+    );
+    host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"])
+}
+
 #[test]
 fn a_percentile_threshold_becomes_q_from_the_base_model() {
     let reference = load(&fixture("train/qwen2-tiny-nll.json"));
@@ -257,16 +278,7 @@ fn a_percentile_threshold_becomes_q_from_the_base_model() {
     let data = dir.path().join("train.jsonl");
     write_jsonl(&data, reference["examples"].as_array().unwrap());
     let out = dir.path().join("out");
-    let config = write_run_config(
-        dir.path(),
-        &fixture("qwen2-tiny"),
-        &data,
-        &format!(
-            "[objective]\nplugin = \"neg_p_threshold\"\n[objective.params]\npercentile = 50\nside = \"top\"\n\n[train]\nbatch_size = 5\nmax_steps = 1\nout_dir = {:?}\n",
-            out.display().to_string()
-        ),
-    );
-    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
+    let run = median_threshold_run(dir.path(), &data, &out, "", "max_steps = 1\n");
     assert!(run.status.success(), "{}", stderr(&run));
     // The whole data set is the first batch: the top half of its tokens by base-model probability stays
     // (the token at the median itself may fall either side by a rounding of its probability).
@@ -286,16 +298,13 @@ fn a_threshold_against_the_base_model_keeps_the_same_tokens_while_the_model_move
     // across the median within a few steps.
     let kept_per_step = |against: &str| -> Vec<u64> {
         let out = dir.path().join(against);
-        let config = write_run_config(
+        let run = median_threshold_run(
             dir.path(),
-            &fixture("qwen2-tiny"),
             &data,
-            &format!(
-                "[objective]\nplugin = \"neg_p_threshold\"\n[objective.params]\npercentile = 50\nside = \"top\"\nagainst = {against:?}\n\n[optim]\nlr = 0.05\nwarmup_ratio = 0.0\nlr_scheduler = \"constant\"\n\n[train]\nbatch_size = 5\nmax_steps = 8\nout_dir = {:?}\n",
-                out.display().to_string()
-            ),
+            &out,
+            &format!("against = {against:?}\n\n[optim]\nlr = 0.05\nwarmup_ratio = 0.0\nlr_scheduler = \"constant\"\n"),
+            "max_steps = 8\n",
         );
-        let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
         assert!(run.status.success(), "{against}: {}", stderr(&run));
         read_metrics(&out).iter().map(|m| m["loss_tokens"].as_u64().unwrap()).collect()
     };

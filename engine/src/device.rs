@@ -13,20 +13,47 @@ pub const NO_CUDA: &str = "this host was built without the cuda feature; rebuild
 /// Whether this build has candle's CUDA backend.
 pub const CUDA_BUILT: bool = cfg!(feature = "cuda");
 
+/// A device by name, before it is opened: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = anyhow::Error;
+
+    fn from_str(spec: &str) -> Result<Self> {
+        let spec = spec.trim();
+        match spec {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
+                Some(Ok(n)) => Ok(Self::Cuda(n)),
+                _ => bail!("unknown device `{spec}` (use cpu, cuda or cuda:N)"),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
 /// Opens the device named by `spec`: `cpu`, `cuda` (= `cuda:0`) or `cuda:N`.
 ///
 /// A CUDA device runs float32 matrix products in full float32 (no TF32, as PyTorch's default), and
 /// keeps freed memory in its pool instead of handing it back to the driver at every synchronisation
 /// (as PyTorch's caching allocator does); see [`MemoryMonitor`].
 pub fn open_device(spec: &str) -> Result<Device> {
-    let spec = spec.trim();
-    let ordinal = match spec {
-        "cpu" => return Ok(Device::Cpu),
-        "cuda" => 0,
-        _ => match spec.strip_prefix("cuda:").map(str::parse::<usize>) {
-            Some(Ok(n)) => n,
-            _ => bail!("unknown device `{spec}` (use cpu, cuda or cuda:N)"),
-        },
+    let ordinal = match spec.parse::<DeviceSpec>()? {
+        DeviceSpec::Cpu => return Ok(Device::Cpu),
+        DeviceSpec::Cuda(n) => n,
     };
     if !CUDA_BUILT {
         bail!(NO_CUDA);

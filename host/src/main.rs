@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use host::commands;
+use host::commands::sweep::{Mode, SweepArgs};
 use host::plugins::SearchPath;
 use host::train::TrainOptions;
 
@@ -141,6 +142,18 @@ enum Command {
         /// Override, e.g. train.max_steps=50 (every run's config) or seeds=[0,1] (the sweep file); repeatable.
         #[arg(long = "set")]
         overrides: Vec<String>,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
+        /// Run only the run at this index of the grid (0-based, what a Slurm array task does); no summary.
+        #[arg(long, conflicts_with_all = ["collect", "slurm", "jobs", "devices"])]
+        run_index: Option<usize>,
+        /// Summarise the results the runs have written, training nothing (missing runs are named, exit 1).
+        #[arg(long, conflicts_with_all = ["slurm", "jobs", "devices"])]
+        collect: bool,
+        /// Write a Slurm job array (one task per run, resources from the file's [slurm] table), a job
+        /// that collects the results, and submit.sh, into <out_dir>/slurm; run nothing.
+        #[arg(long, conflicts_with_all = ["jobs", "devices"])]
+        slurm: bool,
     },
     /// Diagnose the base model, sweep the objectives of its region, pick the best, write a report.
     Rollout {
@@ -150,6 +163,8 @@ enum Command {
         /// Override, e.g. train.max_steps=50 (every run's config) or seeds=[0,1] (the config); repeatable.
         #[arg(long = "set")]
         overrides: Vec<String>,
+        #[command(flatten)]
+        schedule: ScheduleArgs,
     },
     /// Plot objectives.
     Plot {
@@ -239,6 +254,23 @@ enum PluginsAction {
     },
 }
 
+/// How many runs of a sweep at once, and where.
+#[derive(clap::Args)]
+struct ScheduleArgs {
+    /// Runs at once on this machine (each trains and evaluates on its own device, or shares the CPU).
+    #[arg(long, default_value_t = 1)]
+    jobs: usize,
+    /// Devices dealt to the runs in turn, e.g. cuda:0,cuda:1 (overrides [model] device; also diagnoses).
+    #[arg(long, value_delimiter = ',')]
+    devices: Vec<engine::device::DeviceSpec>,
+}
+
+impl ScheduleArgs {
+    fn schedule(self) -> anyhow::Result<host::continuum::schedule::Schedule> {
+        host::continuum::schedule::Schedule::new(self.jobs, self.devices)
+    }
+}
+
 #[derive(Subcommand)]
 enum PlotWhat {
     /// The logit-gradient weight W(p) = s(p)(1-p) of each objective, as SVG.
@@ -274,7 +306,8 @@ fn main() -> ExitCode {
         Command::InitModel(args) => commands::init_model::run(&args),
         Command::Train { config, plugin, mut overrides, resume, overwrite, device } => {
             overrides.extend(device.map(|d| format!("model.device={d}")));
-            let options = TrainOptions { objective_override: plugin.as_deref(), search: &search, resume, overwrite };
+            let options =
+                TrainOptions { objective_override: plugin.as_deref(), search: &search, resume, overwrite, tag: None };
             commands::train::run(&config, &overrides, &options)
         }
         Command::Score { model, data, out, prompt_key, response_key, batch_size, encode, device } => {
@@ -342,8 +375,19 @@ fn main() -> ExitCode {
                 batch_size,
             })
         }
-        Command::Sweep { config, overrides } => commands::sweep::run(&config, &overrides, &search),
-        Command::Rollout { config, overrides } => commands::rollout::run(&config, &overrides, &search),
+        Command::Sweep { config, overrides, schedule, run_index, collect, slurm } => {
+            let mode = match (run_index, collect, slurm) {
+                (Some(index), _, _) => Mode::RunIndex(index),
+                (None, true, _) => Mode::Collect,
+                (None, false, true) => Mode::Slurm,
+                (None, false, false) => Mode::Run(schedule.schedule()?),
+            };
+            let args = SweepArgs { config: &config, overrides: &overrides, plugin_dirs: &cli.plugin_dirs, mode };
+            commands::sweep::run(&args, &search)
+        }
+        Command::Rollout { config, overrides, schedule } => {
+            commands::rollout::run(&config, &overrides, &schedule.schedule()?, &search)
+        }
         Command::Plot { what } => match what {
             PlotWhat::Objectives { plugins, out, points } => {
                 commands::plot::objectives(&search, &plugins, &out, points)

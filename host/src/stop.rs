@@ -5,7 +5,7 @@
 //! a training loop (loading, evaluating) the signals keep their default action.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::{anyhow, Result};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -18,9 +18,11 @@ pub const EXIT_CODE: u8 = 75;
 const FORCED_EXIT: i32 = 143;
 
 /// The process's handlers, installed once: signal-hook cannot give a signal its default action back, so
-/// they stay, and `idle` says whether a training loop is listening.
+/// they stay, and `idle` says whether a training loop is listening (`listeners` counts them: a sweep
+/// with `--jobs N` trains several at once, and one finishing must not leave the others unprotected).
 struct Handlers {
     idle: Arc<AtomicBool>,
+    listeners: Mutex<usize>,
     pending: Arc<AtomicBool>,
     which: Arc<AtomicUsize>,
 }
@@ -31,6 +33,7 @@ fn handlers() -> Result<&'static Handlers> {
         let install = || -> std::io::Result<Handlers> {
             let h = Handlers {
                 idle: Arc::new(AtomicBool::new(true)),
+                listeners: Mutex::new(0),
                 pending: Arc::new(AtomicBool::new(false)),
                 which: Arc::new(AtomicUsize::new(0)),
             };
@@ -57,7 +60,12 @@ pub struct StopSignals {
 impl StopSignals {
     pub fn listen() -> Result<Self> {
         let handlers = handlers()?;
-        handlers.pending.store(false, Ordering::SeqCst);
+        let mut listeners = handlers.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        // A stop asked while other loops listen stands for this one too.
+        if *listeners == 0 {
+            handlers.pending.store(false, Ordering::SeqCst);
+        }
+        *listeners += 1;
         handlers.idle.store(false, Ordering::SeqCst);
         Ok(Self { handlers })
     }
@@ -76,7 +84,11 @@ impl StopSignals {
 
 impl Drop for StopSignals {
     fn drop(&mut self) {
-        self.handlers.idle.store(true, Ordering::SeqCst);
+        let mut listeners = self.handlers.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        *listeners = listeners.saturating_sub(1);
+        if *listeners == 0 {
+            self.handlers.idle.store(true, Ordering::SeqCst);
+        }
     }
 }
 

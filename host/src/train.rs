@@ -66,6 +66,9 @@ pub struct TrainOptions<'a> {
     pub resume: bool,
     /// Start over in an `out_dir` that holds a run, removing that run's files.
     pub overwrite: bool,
+    /// Several runs train at once (`host sweep --jobs N`): every progress line starts with this tag, and
+    /// no progress bar is drawn.
+    pub tag: Option<&'a str>,
 }
 
 pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> {
@@ -221,7 +224,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     // A resumed run marks where it took over, even from step 0 (nothing saved yet).
     let resumed_at = (options.resume && run_dir.metrics().exists()).then_some(state.step);
     let mut metrics = MetricsLog::open(&run_dir.metrics(), resumed_at)?;
-    let progress = Progress::new(total_steps, state.step);
+    let progress = Progress::new(total_steps, state.step, options.tag);
     tracing::info!(
         "training {} ({} parameters) on {n} examples with `{}` for {total_steps} steps of {batch_size} (micro-batches of {micro})",
         model_dir.display(),
@@ -723,15 +726,16 @@ pub fn read_metrics(path: &Path) -> Result<Vec<serde_json::Value>> {
     Ok(steps)
 }
 
-/// A progress bar on a terminal; a log line per step otherwise.
+/// A progress bar on a terminal; a log line per step otherwise (tagged when several runs share stderr).
 struct Progress {
     bar: Option<indicatif::ProgressBar>,
     total: u64,
+    tag: String,
 }
 
 impl Progress {
-    fn new(total: u64, done: u64) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    fn new(total: u64, done: u64, tag: Option<&str>) -> Self {
+        let bar = (tag.is_none() && std::io::stderr().is_terminal()).then(|| {
             let bar = indicatif::ProgressBar::new(total);
             bar.set_style(
                 indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  ETA {eta}")
@@ -740,7 +744,7 @@ impl Progress {
             bar.set_position(done);
             bar
         });
-        Self { bar, total }
+        Self { bar, total, tag: tag.map_or(String::new(), |t| format!("{t}: ")) }
     }
 
     fn step(&self, step: u64, loss: Option<f64>, tokens_per_second: f64) {
@@ -750,7 +754,7 @@ impl Progress {
                 bar.set_position(step);
                 bar.set_message(format!("loss {loss}  {tokens_per_second:.0} tok/s"));
             }
-            None => eprintln!("step {step}/{}  loss {loss}  {tokens_per_second:.0} tok/s", self.total),
+            None => eprintln!("{}step {step}/{}  loss {loss}  {tokens_per_second:.0} tok/s", self.tag, self.total),
         }
     }
 
@@ -758,7 +762,7 @@ impl Progress {
     fn note(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => eprintln!("{}{line}", self.tag),
         }
     }
 

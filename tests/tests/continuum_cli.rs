@@ -473,3 +473,128 @@ fn rollout_reports_what_each_objective_trains_on() {
     let md = std::fs::read_to_string(s.out().join("report.md")).unwrap();
     assert!(md.contains("What each objective trains on") && md.contains("share of NLL's gradient"), "{md}");
 }
+
+/// Each run's scores in results.csv (the columns after name, objective, params, model and seed), by name.
+fn scores_by_run(out: &Path) -> BTreeMap<String, Vec<String>> {
+    let (_, rows) = read_csv(&out.join("results.csv"));
+    rows.into_iter().map(|row| (row[0].clone(), row[5..].to_vec())).collect()
+}
+
+fn final_weights(out: &Path, run: &str) -> Vec<u8> {
+    std::fs::read(out.join("runs").join(run).join("final/model.safetensors")).unwrap()
+}
+
+/// `bash script` with SLURM_ARRAY_TASK_ID set (as a task of the array would run it, Slurm aside).
+fn run_script(script: &Path, task: Option<usize>) -> std::process::Output {
+    let mut command = std::process::Command::new("bash");
+    command.arg(script).env_remove("SLURM_ARRAY_JOB_ID");
+    if let Some(task) = task {
+        command.env("SLURM_ARRAY_TASK_ID", task.to_string());
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn jobs_and_array_tasks_make_the_same_runs_as_one_after_another() {
+    let s = setup();
+    let config = s.sweep_config("", TWO_OBJECTIVES);
+    let shown = config.to_str().unwrap();
+    let serial = sweep(&config);
+    assert!(serial.status.success(), "{}", stderr(&serial));
+    let reference = scores_by_run(&s.out());
+    assert_eq!(reference.len(), 4);
+
+    let parallel = s.dir.path().join("parallel");
+    let out_dir = format!("out_dir={}", parallel.display());
+    let run = host(&["sweep", "--config", shown, "--set", &out_dir, "--jobs", "2"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stdout(&run).contains("= 4 runs into") && stdout(&run).contains(", 2 at once"), "{}", stdout(&run));
+    assert!(stderr(&run).contains("[1/4] nll-seed0: step 1/3"), "tagged progress: {}", stderr(&run));
+    assert_eq!(scores_by_run(&parallel), reference);
+    for name in reference.keys() {
+        assert!(final_weights(&parallel, name) == final_weights(&s.out(), name), "{name}: weights differ");
+    }
+
+    // A Slurm array: the scripts, each task run here in turn, then the collect job.
+    let array = s.dir.path().join("array");
+    let out_dir = format!("out_dir={}", array.display());
+    let write = host(&["sweep", "--config", shown, "--set", &out_dir, "--slurm"]);
+    assert!(write.status.success(), "{}", stderr(&write));
+    let scripts = array.join("slurm");
+    let text = std::fs::read_to_string(scripts.join("array.sbatch")).unwrap();
+    for needle in ["#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:TERM@120", "--run-index"] {
+        assert!(text.contains(needle), "{needle}: {text}");
+    }
+    assert!(!array.join("runs").exists(), "--slurm trains nothing");
+
+    let early = run_script(&scripts.join("collect.sbatch"), None);
+    assert_eq!(early.status.code(), Some(1), "{}", stderr(&early));
+    assert!(stdout(&early).contains("nll-seed0: no result yet"), "{}", stdout(&early));
+    for task in 0..4 {
+        let done = run_script(&scripts.join("array.sbatch"), Some(task));
+        assert!(done.status.success(), "task {task}: {}", stderr(&done));
+    }
+    let collected = run_script(&scripts.join("collect.sbatch"), None);
+    assert!(collected.status.success(), "{}", stderr(&collected));
+    assert_eq!(scores_by_run(&array), reference);
+
+    assert_error(
+        &host(&["sweep", "--config", shown, "--run-index", "4"]),
+        2,
+        &["--run-index 4", "has 4 runs (0 to 3)"],
+    );
+    assert_error(
+        &host(&["sweep", "--config", shown, "--set", "slurm.partition=a b", "--slurm"]),
+        2,
+        &["[slurm]", "partition", "single word"],
+    );
+    assert_error(
+        &host(&["sweep", "--config", shown, "--set", "slurm.gpus=1", "--slurm"]),
+        2,
+        &["unknown field `gpus`"],
+    );
+    assert_error(&host(&["sweep", "--config", shown, "--jobs", "0"]), 2, &["--jobs 0"]);
+}
+
+/// SIGTERM to a sweep training two runs at once: both save a checkpoint, the sweep exits 75, and the next
+/// invocation resumes both to the weights of a sweep never interrupted.
+#[test]
+fn sigterm_stops_every_run_of_a_parallel_sweep_and_they_resume_exactly() {
+    let s = setup();
+    let config = s.sweep_config("set = [\"train.max_steps=100\", \"train.save_every=0\"]", TWO_OBJECTIVES);
+    let text = std::fs::read_to_string(&config).unwrap().replace("seeds = [0, 1]", "seeds = [0]");
+    std::fs::write(&config, text).unwrap();
+    let shown = config.to_str().unwrap();
+    let serial = sweep(&config);
+    assert!(serial.status.success(), "{}", stderr(&serial));
+
+    let parallel = s.dir.path().join("parallel");
+    let out_dir = format!("out_dir={}", parallel.display());
+    let child = std::process::Command::new(integration_tests::host_path())
+        .args(["sweep", "--config", shown, "--set", &out_dir, "--jobs", "2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let logged = |run: &str| {
+        std::fs::read_to_string(parallel.join("runs").join(run).join("metrics.jsonl")).map_or(0, |t| t.lines().count())
+    };
+    while logged("nll-seed0") < 2 || logged("neg_p-seed0") < 2 {
+        std::thread::yield_now();
+    }
+    let kill = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let stopped = child.wait_with_output().unwrap();
+    assert_eq!(stopped.status.code(), Some(75), "{}", String::from_utf8_lossy(&stopped.stderr));
+    for run in ["nll-seed0", "neg_p-seed0"] {
+        assert!(!parallel.join("runs").join(run).join("final").exists(), "{run} stopped before its end");
+    }
+
+    let resumed = host(&["sweep", "--config", shown, "--set", &out_dir, "--jobs", "2"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    assert_eq!(stdout(&resumed).matches("training (resuming from").count(), 2, "{}", stdout(&resumed));
+    assert_eq!(scores_by_run(&parallel), scores_by_run(&s.out()));
+    for run in ["nll-seed0", "neg_p-seed0"] {
+        assert!(final_weights(&parallel, run) == final_weights(&s.out(), run), "{run}: resumed weights differ");
+    }
+}

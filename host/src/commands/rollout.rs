@@ -7,12 +7,13 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::continuum::rollout::{against_nll, margin, rollout};
+use crate::continuum::schedule::Schedule;
 use crate::continuum::sweep::SweepSpec;
 use crate::plugins::SearchPath;
 
-pub fn run(config: &Path, overrides: &[String], search: &SearchPath) -> Result<()> {
+pub fn run(config: &Path, overrides: &[String], schedule: &Schedule, search: &SearchPath) -> Result<()> {
     let spec = SweepSpec::load(config, overrides)?;
-    let done = rollout(&spec, search)?;
+    let done = rollout(&spec, search, schedule)?;
     let outcome = &done.outcome;
     println!();
     print!("{}", outcome.markdown_table(&done.plan.models));

@@ -4,5 +4,7 @@
 pub mod diagnose;
 pub mod rollout;
 pub mod run_record;
+pub mod schedule;
 pub mod shares;
+pub mod slurm;
 pub mod sweep;

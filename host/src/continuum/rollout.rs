@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use engine::{Device, Model};
+use engine::Model;
 
 use super::diagnose::{diagnose_records, write_outputs, Diagnosis, Region};
+use super::schedule::Schedule;
 use super::shares::{share_of, TrainingShare, LOW_GRADIENT_SHARE};
 use super::sweep::{self, ObjectiveEntry, Outcome, Plan, SweepSpec};
 use crate::data::{Record, TextTokenizer};
@@ -46,7 +47,7 @@ pub fn rationale(region: Region) -> &'static str {
 }
 
 /// Runs the rollout described by `spec`.
-pub fn rollout(spec: &SweepSpec, search: &SearchPath) -> Result<Rollout> {
+pub fn rollout(spec: &SweepSpec, search: &SearchPath, schedule: &Schedule) -> Result<Rollout> {
     let shown = spec.path.display().to_string();
     let mut plan = Plan::prepare(spec, search)?;
     if plan.models.len() > 1 {
@@ -58,7 +59,9 @@ pub fn rollout(spec: &SweepSpec, search: &SearchPath) -> Result<Rollout> {
     // Diagnose the base model on the training data.
     let model_dir = plan.models[0].clone();
     println!("diagnosing {} on {} ...", model_dir.display(), data_names(&plan));
-    let model = Model::load(&model_dir, &Device::Cpu)?;
+    // On the device training uses (the schedule's first, else the config's).
+    let device = schedule.devices.first().map_or(plan.base.model.device.clone(), |d| d.to_string());
+    let model = Model::load(&model_dir, &engine::open_device(&device)?)?;
     let tokenizer = TextTokenizer::from_model_dir(&model_dir, model.config())?;
     let records: Vec<Record> = plan.train_data.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
     let diagnosis =
@@ -84,7 +87,7 @@ pub fn rollout(spec: &SweepSpec, search: &SearchPath) -> Result<Rollout> {
         }
     }
     plan.out_dir = out_dir.join("sweep");
-    let outcome = sweep::execute(&plan, search)?;
+    let outcome = sweep::execute(&plan, search, schedule)?;
 
     let ranking = outcome.ranking();
     let winner = ranking.first().copied().filter(|&i| outcome.rows[i].stats[outcome.rank_column].is_some());

@@ -35,7 +35,9 @@ pub enum Reuse {
 
 impl RunRecord {
     pub fn new(config: &RunConfig, eval: Value) -> Result<Self> {
-        Ok(Self { train: serde_json::to_value(config)?, eval })
+        let mut train = serde_json::to_value(config)?;
+        without_device(&mut train);
+        Ok(Self { train, eval })
     }
 
     fn path(run_dir: &Path) -> PathBuf {
@@ -60,7 +62,9 @@ impl RunRecord {
             }
             Err(e) => return Err(anyhow!("cannot read {}: {e}", path.display())),
         };
-        let saved: Value = serde_json::from_str(&text).map_err(|e| anyhow!("{}: unreadable ({e})", path.display()))?;
+        let mut saved: Value =
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: unreadable ({e})", path.display()))?;
+        without_device(&mut saved["train"]);
         if let Some((key, there, now)) = first_difference(&saved["train"], &self.train) {
             bail!(
                 "{} was trained with another configuration ({key}: {there} there, {now} now); remove it or choose another out_dir",
@@ -75,6 +79,14 @@ impl RunRecord {
         std::fs::create_dir_all(run_dir).map_err(|e| anyhow!("cannot create {}: {e}", run_dir.display()))?;
         let value = json!({ "train": self.train, "eval": self.eval });
         crate::eval::write_atomic(&Self::path(run_dir), &format!("{value:#}\n"))
+    }
+}
+
+/// The device a run trains on does not change what it makes (`--devices` places runs where it likes),
+/// so it is left out of the record (records of older hosts have it).
+fn without_device(train: &mut Value) {
+    if let Some(model) = train["model"].as_object_mut() {
+        model.remove("device");
     }
 }
 
@@ -94,6 +106,14 @@ mod tests {
         let other_train = RunRecord { train: json!({"optim": {"lr": 0.0001}}), ..record.clone() };
         let error = other_train.check(dir.path()).unwrap_err().to_string();
         assert!(error.contains("optim.lr: 0.001 there, 0.0001 now"), "{error}");
+
+        // A record an older host wrote, with the device in it, and a run placed on another device.
+        let older = tempfile::tempdir().unwrap();
+        let saved = json!({"train": {"model": {"path": "m", "device": "cpu"}}, "eval": ["greedy"]});
+        std::fs::write(older.path().join(FILE), saved.to_string()).unwrap();
+        let mut on_gpu = RunRecord { train: json!({"model": {"path": "m", "device": "cuda:1"}}), ..record.clone() };
+        without_device(&mut on_gpu.train);
+        assert_eq!(on_gpu.check(older.path()).unwrap(), Reuse::Everything, "another device makes the same run");
 
         let unrecorded = tempfile::tempdir().unwrap();
         std::fs::write(unrecorded.path().join("metrics.jsonl"), "").unwrap();

@@ -32,17 +32,23 @@
 //! re-evaluates its final checkpoint. `run-record.json` says what the run was made with: a run folder
 //! trained with another configuration is refused, one scored under other protocols is evaluated again.
 //! `results.csv`, `results.md` and `results.svg` summarise all runs.
+//!
+//! How the runs are placed does not change what they make: one after another, `--jobs N` at once
+//! ([`super::schedule`]), or one per task of a Slurm array ([`super::slurm`], `--run-index I`, then
+//! `--collect`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
-use engine::{Device, Model, ModelConfig};
+use engine::device::DeviceSpec;
+use engine::{Model, ModelConfig};
 use plugin_api::{ParamValue, PluginKind};
 use serde::{Deserialize, Serialize};
 
 use super::run_record::{Reuse, RunRecord};
+use super::schedule::Schedule;
 use crate::config::RunConfig;
 use crate::data::{self, Record, TextTokenizer};
 use crate::eval::{self, EvalSettings};
@@ -76,6 +82,9 @@ pub struct SweepFile {
     pub objective: Vec<ObjectiveEntry>,
     #[serde(default)]
     pub eval: Vec<ProtocolEntry>,
+    /// What each task of `host sweep --slurm`'s job array asks for.
+    #[serde(default)]
+    pub slurm: super::slurm::SlurmSection,
 }
 
 /// `[[objective]]`: a plugin and its parameters, lists expanding into a grid.
@@ -698,68 +707,132 @@ impl Outcome {
     }
 }
 
-/// Runs every planned run that has no result yet, then writes results.csv, results.md and results.svg.
-/// Failed runs are reported in the outcome; the others go on.
-pub fn execute(plan: &Plan, search: &SearchPath) -> Result<Outcome> {
+/// Runs every planned run that has no result yet, placed by `schedule`, then writes results.csv,
+/// results.md and results.svg. Failed runs are reported in the outcome; the others go on.
+pub fn execute(plan: &Plan, search: &SearchPath, schedule: &Schedule) -> Result<Outcome> {
     if plan.runs.is_empty() {
         bail!("{}: no objectives to sweep", plan.source.display());
     }
     let runs_dir = plan.out_dir.join("runs");
     std::fs::create_dir_all(&runs_dir).with_context(|| format!("cannot create {}", runs_dir.display()))?;
-    let total = plan.runs.len();
+    let concurrent = schedule.jobs > 1 && plan.runs.len() > 1;
+    let attempts = schedule.run_all(
+        plan.runs.len(),
+        |attempt| matches!(attempt, Attempt::Stopped(_)),
+        |index, device| attempt(plan, index, search, device, concurrent),
+    );
     let mut results = Vec::new();
     let mut failed = Vec::new();
-    for (i, run) in plan.runs.iter().enumerate() {
-        let tag = format!("[{}/{total}] {}", i + 1, run.name);
-        let run_dir = plan.run_dir(run);
-        let result_path = run_dir.join("result.json");
-        let reuse = plan.run_record(run).and_then(|record| {
-            let reuse = record.check(&run_dir)?;
-            if reuse != Reuse::Everything {
-                record.save(&run_dir)?;
-            }
-            Ok(reuse)
-        });
-        let reuse = match reuse {
-            Ok(reuse) => reuse,
-            Err(e) => {
-                let message = crate::one_line(&e);
-                println!("{tag}: refused: {message}");
-                failed.push((run.name.clone(), message));
-                continue;
-            }
-        };
-        if reuse == Reuse::TrainingOnly {
-            println!("{tag}: the evaluation protocols changed; evaluating again");
-        }
-        if reuse == Reuse::Everything && result_path.is_file() {
-            match read_result(&result_path) {
-                Ok(result) => {
-                    println!("skipping {}: done", run.name);
-                    results.push((i, result));
-                    continue;
-                }
-                Err(e) => println!("{tag}: {}; running it again", crate::one_line(&e)),
-            }
-        }
-        match run_one(plan, run, search, &tag) {
-            Ok(result) => {
-                let score = result.metric(&plan.rank_by).map_or("-".to_string(), |v| format!("{v:.4}"));
-                println!("{tag}: done in {:.1} s ({} {score})", result.wall_seconds, plan.rank_by);
-                results.push((i, result));
-            }
-            // A signal stopped the run's training (its checkpoint is saved): stop the sweep too.
-            Err(e) if crate::stop::is_stop(&e) => return Err(e),
-            Err(e) => {
-                let message = crate::one_line(&e);
-                println!("{tag}: failed: {message}");
-                failed.push((run.name.clone(), message));
-            }
+    for (index, attempt) in attempts {
+        match attempt {
+            Attempt::Done(result) => results.push((index, result)),
+            Attempt::Failed(message) => failed.push((plan.runs[index].name.clone(), message)),
+            // A signal stopped training (the checkpoints are saved): stop the sweep too.
+            Attempt::Stopped(e) => return Err(e),
         }
     }
     let outcome = summarize(plan, results, failed);
     write_summaries(plan, &outcome)?;
     Ok(outcome)
+}
+
+/// Runs (or finds the result of) the one run at `index` of the grid: what each task of a Slurm array
+/// does (`host sweep --run-index I`). Writes no summary.
+pub fn execute_one(plan: &Plan, index: usize, search: &SearchPath) -> Result<RunResult> {
+    if index >= plan.runs.len() {
+        bail!(
+            "--run-index {index}: {} has {} runs (0 to {})",
+            plan.source.display(),
+            plan.runs.len(),
+            plan.runs.len() - 1
+        );
+    }
+    match attempt(plan, index, search, None, false) {
+        Attempt::Done(result) => Ok(result),
+        Attempt::Failed(message) => Err(crate::Failure::check(format!("{}: {message}", plan.runs[index].name))),
+        Attempt::Stopped(e) => Err(e),
+    }
+}
+
+/// Summarises the runs that have a result made with this plan (`host sweep --collect`), training
+/// nothing; the others are listed as failed ("no result yet").
+pub fn collect(plan: &Plan) -> Result<Outcome> {
+    let mut results = Vec::new();
+    let mut failed = Vec::new();
+    for (index, run) in plan.runs.iter().enumerate() {
+        let run_dir = plan.run_dir(run);
+        let found = plan.run_record(run).and_then(|record| match record.check(&run_dir)? {
+            Reuse::Everything if run_dir.join("result.json").is_file() => {
+                read_result(&run_dir.join("result.json")).map(Some)
+            }
+            Reuse::TrainingOnly => bail!("evaluated under other protocols; run it again"),
+            _ => Ok(None),
+        });
+        match found {
+            Ok(Some(result)) => results.push((index, result)),
+            Ok(None) => failed.push((run.name.clone(), "no result yet".to_string())),
+            Err(e) => failed.push((run.name.clone(), crate::one_line(&e))),
+        }
+    }
+    let outcome = summarize(plan, results, failed);
+    write_summaries(plan, &outcome)?;
+    Ok(outcome)
+}
+
+/// How one run ended.
+enum Attempt {
+    Done(RunResult),
+    Failed(String),
+    /// A signal stopped its training after a checkpoint.
+    Stopped(anyhow::Error),
+}
+
+/// Runs the run at `index` unless its folder holds its result; `device` overrides its config's.
+fn attempt(plan: &Plan, index: usize, search: &SearchPath, device: Option<DeviceSpec>, concurrent: bool) -> Attempt {
+    let run = &plan.runs[index];
+    let tag = format!("[{}/{}] {}", index + 1, plan.runs.len(), run.name);
+    let run_dir = plan.run_dir(run);
+    let result_path = run_dir.join("result.json");
+    let reuse = plan.run_record(run).and_then(|record| {
+        let reuse = record.check(&run_dir)?;
+        if reuse != Reuse::Everything {
+            record.save(&run_dir)?;
+        }
+        Ok(reuse)
+    });
+    let reuse = match reuse {
+        Ok(reuse) => reuse,
+        Err(e) => {
+            let message = crate::one_line(&e);
+            println!("{tag}: refused: {message}");
+            return Attempt::Failed(message);
+        }
+    };
+    if reuse == Reuse::TrainingOnly {
+        println!("{tag}: the evaluation protocols changed; evaluating again");
+    }
+    if reuse == Reuse::Everything && result_path.is_file() {
+        match read_result(&result_path) {
+            Ok(result) => {
+                println!("skipping {}: done", run.name);
+                return Attempt::Done(result);
+            }
+            Err(e) => println!("{tag}: {}; running it again", crate::one_line(&e)),
+        }
+    }
+    match run_one(plan, run, search, &tag, device, concurrent) {
+        Ok(result) => {
+            let score = result.metric(&plan.rank_by).map_or("-".to_string(), |v| format!("{v:.4}"));
+            println!("{tag}: done in {:.1} s ({} {score})", result.wall_seconds, plan.rank_by);
+            Attempt::Done(result)
+        }
+        Err(e) if crate::stop::is_stop(&e) => Attempt::Stopped(e),
+        Err(e) => {
+            let message = crate::one_line(&e);
+            println!("{tag}: failed: {message}");
+            Attempt::Failed(message)
+        }
+    }
 }
 
 fn read_result(path: &Path) -> Result<RunResult> {
@@ -768,9 +841,19 @@ fn read_result(path: &Path) -> Result<RunResult> {
 }
 
 /// Trains (or resumes, or finds the final checkpoint of) one run, evaluates it, writes result.json.
-fn run_one(plan: &Plan, run: &PlannedRun, search: &SearchPath, tag: &str) -> Result<RunResult> {
+fn run_one(
+    plan: &Plan,
+    run: &PlannedRun,
+    search: &SearchPath,
+    tag: &str,
+    device: Option<DeviceSpec>,
+    concurrent: bool,
+) -> Result<RunResult> {
     let started = Instant::now();
-    let config = plan.run_config(run)?;
+    let mut config = plan.run_config(run)?;
+    if let Some(device) = device {
+        config.model.device = device.to_string();
+    }
     let run_dir = plan.run_dir(run);
     let folder = RunDir::new(&run_dir);
     let final_dir = folder.final_dir();
@@ -783,14 +866,21 @@ fn run_one(plan: &Plan, run: &PlannedRun, search: &SearchPath, tag: &str) -> Res
             Some(checkpoint) => println!("{tag}: training (resuming from {}) ...", checkpoint.display()),
             None => println!("{tag}: training ..."),
         }
-        let options = TrainOptions { objective_override: None, search, resume: true, overwrite: false };
+        let options = TrainOptions {
+            objective_override: None,
+            search,
+            resume: true,
+            overwrite: false,
+            tag: concurrent.then_some(tag),
+        };
         let summary = train::train(&config, &options)?;
         resumed_from_step = summary.resumed_from;
     }
     let mut train_stats = train_stats(&folder.metrics())?;
     train_stats.resumed_from_step = resumed_from_step;
 
-    let model = Model::load(&final_dir, &Device::Cpu)?;
+    // Evaluated where it trained.
+    let model = Model::load(&final_dir, &engine::open_device(&config.model.device)?)?;
     let tokenizer = TextTokenizer::from_model_dir(&final_dir, model.config())?;
     let mut scores = BTreeMap::new();
     for protocol in &plan.protocols {

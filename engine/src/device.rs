@@ -392,3 +392,21 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod spec_tests {
+    use super::DeviceSpec;
+
+    #[test]
+    fn device_names_parse_and_print_back() {
+        for (text, spec) in [("cpu", DeviceSpec::Cpu), ("cuda", DeviceSpec::Cuda(0)), (" cuda:3 ", DeviceSpec::Cuda(3))]
+        {
+            assert_eq!(text.parse::<DeviceSpec>().unwrap(), spec);
+        }
+        assert_eq!(DeviceSpec::Cuda(1).to_string(), "cuda:1");
+        for bad in ["gpu0", "cuda:", "cuda:-1", "cuda:x"] {
+            let error = bad.parse::<DeviceSpec>().unwrap_err().to_string();
+            assert!(error.contains("unknown device") && error.contains(bad), "{error}");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! The `host` command line: parses arguments and calls the library. See `host --help`.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -290,6 +291,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("HOST_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     let result = SearchPath::from_cli(&cli.plugin_dirs).and_then(|search| match cli.command {
         Command::Plugins { action } => match action {

@@ -522,7 +522,7 @@ fn jobs_and_array_tasks_make_the_same_runs_as_one_after_another() {
     assert!(write.status.success(), "{}", stderr(&write));
     let scripts = array.join("slurm");
     let text = std::fs::read_to_string(scripts.join("array.sbatch")).unwrap();
-    for needle in ["#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:TERM@120", "--run-index"] {
+    for needle in ["#SBATCH --array=0-3", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@120", "--run-index"] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
     assert!(!array.join("runs").exists(), "--slurm trains nothing");

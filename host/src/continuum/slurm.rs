@@ -1,9 +1,12 @@
 //! `host sweep --slurm`: the sweep as a Slurm job array. Writes into `<out_dir>/slurm/`:
 //!
 //! * `array.sbatch`: one array task per run; task I runs `host sweep --config … --run-index I`, which
-//!   trains (resuming from its latest checkpoint), evaluates and writes that run's `result.json`. Slurm's
-//!   SIGTERM (preemption, `scancel`, and `--signal` before the time limit) reaches the run, which saves a
-//!   checkpoint and exits 75; the task then asks to be requeued (`--requeue`) and resumes there.
+//!   trains (resuming from its latest checkpoint), evaluates and writes that run's `result.json`. On a
+//!   preemption or `scancel` Slurm sends SIGTERM to every process of the task, the run among them; before
+//!   the time limit it sends SIGUSR1 to the batch shell only (`--signal=B:USR1@S`), which passes it on
+//!   as SIGTERM (forwarding SIGTERM itself would hand the run a second one, and a second SIGTERM ends it
+//!   without a checkpoint). The run saves a checkpoint and exits 75; the task is then requeued
+//!   (`--requeue`) and resumes there.
 //! * `collect.sbatch`: `host sweep --config … --collect` once every task has ended: results.csv/md/svg.
 //! * `submit.sh`: submits the array, then the collect job depending on it.
 //!
@@ -30,7 +33,7 @@ pub struct SlurmSection {
     pub gpus_per_task: Option<u32>,
     /// Array tasks running at once (`--array=0-N%max_parallel`).
     pub max_parallel: Option<u32>,
-    /// How long before the time limit Slurm sends SIGTERM, so the run checkpoints (default 120 s).
+    /// How long before the time limit Slurm signals the task, so the run checkpoints (default 120 s).
     pub signal_seconds: Option<u32>,
     /// Further `#SBATCH` options for every job, e.g. `--constraint=h100`.
     #[serde(default)]
@@ -99,16 +102,17 @@ pub fn write_scripts(
         format!("#SBATCH --output={}", logs.join("run-%a.out").display()),
         "#SBATCH --open-mode=append".into(),
         "#SBATCH --requeue".into(),
-        format!("#SBATCH --signal=B:TERM@{signal}"),
+        format!("#SBATCH --signal=B:USR1@{signal}"),
     ];
     array.extend(options.iter().map(|o| format!("#SBATCH {o}")));
     prelude(&mut array)?;
     array.extend([
-        "# SIGTERM goes to the run: it finishes its step, saves a checkpoint and exits 75; the task is then".into(),
-        "# requeued and resumes from that checkpoint (a requeue Slurm already made is left as it is).".into(),
+        "# A stopped run saves a checkpoint and exits 75, and the task is requeued to resume from it. Slurm".into(),
+        "# sends SIGTERM to the run itself (preemption, scancel); SIGUSR1 before the time limit to this shell.".into(),
         format!("{} --run-index \"$SLURM_ARRAY_TASK_ID\" &", sweep.join(" ")),
         "run=$!".into(),
-        "trap 'kill -TERM \"$run\" 2>/dev/null' TERM".into(),
+        "trap 'kill -TERM \"$run\" 2>/dev/null' USR1".into(),
+        "trap ':' TERM".into(),
         "wait \"$run\"; status=$?".into(),
         "while kill -0 \"$run\" 2>/dev/null; do wait \"$run\"; status=$?; done".into(),
         format!("if [ \"$status\" -eq {} ] && [ -n \"${{SLURM_ARRAY_JOB_ID:-}}\" ]; then", crate::stop::EXIT_CODE),

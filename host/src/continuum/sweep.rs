@@ -725,7 +725,7 @@ pub fn execute(plan: &Plan, search: &SearchPath, schedule: &Schedule) -> Result<
     let mut failed = Vec::new();
     for (index, attempt) in attempts {
         match attempt {
-            Attempt::Done(result) => results.push((index, result)),
+            Attempt::Done(result) => results.push((index, *result)),
             Attempt::Failed(message) => failed.push((plan.runs[index].name.clone(), message)),
             // A signal stopped training (the checkpoints are saved): stop the sweep too.
             Attempt::Stopped(e) => return Err(e),
@@ -748,7 +748,7 @@ pub fn execute_one(plan: &Plan, index: usize, search: &SearchPath) -> Result<Run
         );
     }
     match attempt(plan, index, search, None, false) {
-        Attempt::Done(result) => Ok(result),
+        Attempt::Done(result) => Ok(*result),
         Attempt::Failed(message) => Err(crate::Failure::check(format!("{}: {message}", plan.runs[index].name))),
         Attempt::Stopped(e) => Err(e),
     }
@@ -781,7 +781,7 @@ pub fn collect(plan: &Plan) -> Result<Outcome> {
 
 /// How one run ended.
 enum Attempt {
-    Done(RunResult),
+    Done(Box<RunResult>),
     Failed(String),
     /// A signal stopped its training after a checkpoint.
     Stopped(anyhow::Error),
@@ -815,7 +815,7 @@ fn attempt(plan: &Plan, index: usize, search: &SearchPath, device: Option<Device
         match read_result(&result_path) {
             Ok(result) => {
                 println!("skipping {}: done", run.name);
-                return Attempt::Done(result);
+                return Attempt::Done(Box::new(result));
             }
             Err(e) => println!("{tag}: {}; running it again", crate::one_line(&e)),
         }
@@ -824,7 +824,7 @@ fn attempt(plan: &Plan, index: usize, search: &SearchPath, device: Option<Device
         Ok(result) => {
             let score = result.metric(&plan.rank_by).map_or("-".to_string(), |v| format!("{v:.4}"));
             println!("{tag}: done in {:.1} s ({} {score})", result.wall_seconds, plan.rank_by);
-            Attempt::Done(result)
+            Attempt::Done(Box::new(result))
         }
         Err(e) if crate::stop::is_stop(&e) => Attempt::Stopped(e),
         Err(e) => {
@@ -866,13 +866,10 @@ fn run_one(
             Some(checkpoint) => println!("{tag}: training (resuming from {}) ...", checkpoint.display()),
             None => println!("{tag}: training ..."),
         }
-        let options = TrainOptions {
-            objective_override: None,
-            search,
-            resume: true,
-            overwrite: false,
-            tag: concurrent.then_some(tag),
-        };
+        // Resume whatever an earlier attempt left (a fresh folder has nothing to resume, and says nothing).
+        let resume = !folder.contents().is_empty();
+        let options =
+            TrainOptions { objective_override: None, search, resume, overwrite: false, tag: concurrent.then_some(tag) };
         let summary = train::train(&config, &options)?;
         resumed_from_step = summary.resumed_from;
     }

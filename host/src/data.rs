@@ -271,6 +271,61 @@ pub fn tokenize(
     Ok(dataset)
 }
 
+/// Examples cut to fit a model's context by [`fit_to_context`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Fitted {
+    /// Indices of the examples whose prompt lost its start.
+    pub prompt_cut: Vec<usize>,
+    /// Indices of the examples whose loss targets alone were too long and lost their end.
+    pub end_cut: Vec<usize>,
+}
+
+impl Fitted {
+    pub fn any(&self) -> bool {
+        !self.prompt_cut.is_empty() || !self.end_cut.is_empty()
+    }
+
+    /// The warning to print: how many examples of `name` were cut to `limit` tokens, and how.
+    pub fn warning(&self, name: &str, total: usize, limit: usize) -> String {
+        let cut = self.prompt_cut.len() + self.end_cut.iter().filter(|i| !self.prompt_cut.contains(i)).count();
+        format!(
+            "{name}: {cut} of {total} examples are longer than the model's context of {limit} tokens and were cut to fit: \
+             {} lost the start of their prompt, {} the end of their response (the first: example {})",
+            self.prompt_cut.len(),
+            self.end_cut.len(),
+            self.prompt_cut.iter().chain(&self.end_cut).min().copied().unwrap_or_default()
+        )
+    }
+}
+
+/// Cuts every example to at most `limit` tokens so that scoring it stays within the model's context (and
+/// its memory bounded): the prompt loses its start first, as a generation prompt would, so every loss
+/// target keeps as much context as fits (at least one token before the first); only loss targets longer
+/// than the context lose their end.
+pub fn fit_to_context(examples: &mut [Example], limit: usize) -> Fitted {
+    let limit = limit.max(2);
+    let mut fitted = Fitted::default();
+    for (index, example) in examples.iter_mut().enumerate() {
+        let excess = example.ids.len().saturating_sub(limit);
+        if excess == 0 {
+            continue;
+        }
+        let first_target = example.targets.iter().position(|&t| t).unwrap_or(example.ids.len());
+        let drop = excess.min(first_target.saturating_sub(1));
+        if drop > 0 {
+            example.ids.drain(..drop);
+            example.targets.drain(..drop);
+            fitted.prompt_cut.push(index);
+        }
+        if example.ids.len() > limit {
+            example.ids.truncate(limit);
+            example.targets.truncate(limit);
+            fitted.end_cut.push(index);
+        }
+    }
+    fitted
+}
+
 /// A padded micro-batch and where its loss positions are.
 pub struct Batch {
     /// `[B, T]` token ids, right-padded.
@@ -332,6 +387,25 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fitting_to_the_context_cuts_the_prompt_start_first_then_the_end() {
+        let ids = |n: u32| (0..n).collect::<Vec<u32>>();
+        let mut examples = vec![
+            Example::with_prompt_len(ids(6), 3),  // fits
+            Example::with_prompt_len(ids(10), 7), // the prompt loses 4 of its 7 tokens
+            Example::with_prompt_len(ids(12), 2), // the prompt keeps 1 token, the response loses its end
+        ];
+        let fitted = fit_to_context(&mut examples, 6);
+        assert_eq!(fitted, Fitted { prompt_cut: vec![1, 2], end_cut: vec![2] });
+        assert_eq!(examples[0].ids, ids(6));
+        assert_eq!(examples[1].ids, vec![4, 5, 6, 7, 8, 9]);
+        assert_eq!(examples[1].targets, vec![false, false, false, true, true, true], "every target kept");
+        assert_eq!(examples[2].ids, vec![1, 2, 3, 4, 5, 6]);
+        assert_eq!(examples[2].targets, vec![false, true, true, true, true, true]);
+        let warning = fitted.warning("big.jsonl", 3, 6);
+        assert!(warning.contains("2 of 3 examples") && warning.contains("example 1"), "{warning}");
+    }
 
     #[test]
     fn epoch_order_is_a_seeded_permutation() {

@@ -219,6 +219,7 @@ pub fn evaluate_with_progress(
             Ok(ids)
         })
         .collect::<Result<Vec<_>>>()?;
+    let prompts = fit_prompts(prompts, model.config().max_position_embeddings, settings.max_new_tokens);
     let stopper = Stopper::new(tokenizer, &settings.stop)?;
     let mut stop_token_ids = vec![tokenizer.eos_id];
     stop_token_ids.extend(&model.config().eos_token_ids);
@@ -336,6 +337,26 @@ impl Stopper {
 }
 
 /// `<dir>/<stem>.summary.json` for an output `<dir>/<stem>.jsonl`.
+/// Cuts each prompt from the left so that it and `max_new_tokens` fit the model's context (a prompt keeps
+/// at least one token), with one warning counting them: generation stays bounded whatever the input.
+fn fit_prompts(mut prompts: Vec<Vec<u32>>, context: usize, max_new_tokens: usize) -> Vec<Vec<u32>> {
+    let room = context.saturating_sub(max_new_tokens).max(1);
+    let cut: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > room).collect();
+    for &i in &cut {
+        let excess = prompts[i].len() - room;
+        prompts[i].drain(..excess);
+    }
+    if let Some(first) = cut.first() {
+        tracing::warn!(
+            "{} of {} prompts are longer than the model's context of {context} tokens less max_new_tokens \
+             {max_new_tokens}; they lost their start to keep the last {room} tokens (the first: example {first})",
+            cut.len(),
+            prompts.len()
+        );
+    }
+    prompts
+}
+
 pub fn summary_path(out: &Path) -> PathBuf {
     let stem = out.file_stem().map_or_else(|| "eval".into(), |s| s.to_string_lossy());
     out.with_file_name(format!("{stem}.summary.json"))
@@ -391,6 +412,16 @@ mod tests {
         ] {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn long_prompts_keep_their_end_within_the_context() {
+        let prompts = vec![vec![1, 2, 3], (0..20).collect(), (0..9).collect()];
+        let fitted = super::fit_prompts(prompts, 16, 8);
+        assert_eq!(fitted[0], vec![1, 2, 3]);
+        assert_eq!(fitted[1], (12..20).collect::<Vec<u32>>(), "the last 16 - 8 tokens");
+        assert_eq!(fitted[2], (1..9).collect::<Vec<u32>>());
+        assert_eq!(super::fit_prompts(vec![(0..5).collect()], 16, 40), vec![vec![4]], "at least one token");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `host score --model DIR --data FILE --out FILE.jsonl`: per example `{"index": i, "logp": [...]}`.
+//! `host score --model DIR --data FILE --out FILE.jsonl`: per example `{"index": i, "logp": [...]}`, plus
+//! `"cut": [...]` for an example cut to the model's context ([`data::fit_to_context`]).
 
 use std::io::Write;
 use std::path::Path;
@@ -30,14 +31,29 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
     let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
     let name = args.data.display().to_string();
-    let dataset = data::tokenize(&name, &records, &tokenizer, None, args.encode)?;
+    let mut dataset = data::tokenize(&name, &records, &tokenizer, None, args.encode)?;
+    let context = model.config().max_position_embeddings;
+    let fitted = data::fit_to_context(&mut dataset.examples, context);
+    if fitted.any() {
+        tracing::warn!("{}", fitted.warning(&name, dataset.examples.len(), context));
+    }
     let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
 
     // Written beside the target and renamed, so a failure leaves no half-written file.
     let tmp = args.out.with_extension("jsonl.tmp");
     let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
     for (index, values) in logp.iter().enumerate() {
-        writeln!(file, "{}", serde_json::json!({ "index": index, "logp": values }))?;
+        let mut row = serde_json::json!({ "index": index, "logp": values });
+        // A row cut to the context: `prompt_start` (its logp had less context), `end` (fewer values).
+        let cut: Vec<&str> = [(&fitted.prompt_cut, "prompt_start"), (&fitted.end_cut, "end")]
+            .into_iter()
+            .filter(|(which, _)| which.contains(&index))
+            .map(|(_, name)| name)
+            .collect();
+        if !cut.is_empty() {
+            row["cut"] = serde_json::json!(cut);
+        }
+        writeln!(file, "{row}")?;
     }
     file.flush()?;
     std::fs::rename(&tmp, args.out).with_context(|| format!("cannot write {}", args.out.display()))?;

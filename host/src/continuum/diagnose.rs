@@ -148,8 +148,8 @@ pub fn diagnose(logp: &[Vec<f32>]) -> Result<Diagnosis> {
     })
 }
 
-/// Diagnoses `model` on the response tokens of `records` (tokenised as in training, without truncation);
-/// `name` names the data in messages. Used by `host diagnose` and `host rollout`.
+/// Diagnoses `model` on the response tokens of `records` (tokenised as in training, cut to the model's
+/// context with a warning); `name` names the data in messages. Used by `host diagnose` and `host rollout`.
 pub fn diagnose_records(
     model: &Model,
     tokenizer: &TextTokenizer,
@@ -158,7 +158,12 @@ pub fn diagnose_records(
     options: EncodeOptions,
     batch_size: usize,
 ) -> Result<Diagnosis> {
-    let dataset = data::tokenize(name, records, tokenizer, None, options)?;
+    let mut dataset = data::tokenize(name, records, tokenizer, None, options)?;
+    let context = model.config().max_position_embeddings;
+    let fitted = data::fit_to_context(&mut dataset.examples, context);
+    if fitted.any() {
+        tracing::warn!("{}", fitted.warning(name, dataset.examples.len(), context));
+    }
     let logp = crate::score::response_logprobs(model, &dataset.examples, tokenizer.eos_id, batch_size)?;
     diagnose(&logp)
 }

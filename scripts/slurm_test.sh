@@ -23,9 +23,11 @@ if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
 fi
 
 # munge: the key comes with the package; its daemon runs as the munge user.
+started_munge=0
 if ! munge -n 2>/dev/null | unmunge >/dev/null 2>&1; then
   mkdir -p /run/munge && chown munge:munge /run/munge
   su -s /bin/sh munge -c /usr/sbin/munged
+  started_munge=1
   sleep 1
 fi
 munge -n | unmunge >/dev/null || { echo "slurm_test: munge does not work" >&2; exit 2; }
@@ -62,6 +64,9 @@ stop_daemons() {
   for pid in "$state/slurmd.pid" "$state/slurmctld.pid"; do
     [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null || true
   done
+  if [ "$started_munge" = 1 ] && [ -f /run/munge/munged.pid ]; then
+    kill "$(cat /run/munge/munged.pid)" 2>/dev/null || true
+  fi
 }
 trap stop_daemons EXIT
 slurmctld -f "$SLURM_CONF"

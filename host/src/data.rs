@@ -274,9 +274,9 @@ pub fn tokenize(
 /// Examples cut to fit a model's context by [`fit_to_context`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Fitted {
-    /// Indices of the examples whose prompt lost its start.
+    /// Indices of the examples whose prompt lost its start, ascending.
     pub prompt_cut: Vec<usize>,
-    /// Indices of the examples whose loss targets alone were too long and lost their end.
+    /// Indices of the examples whose loss targets alone were too long and lost their end, ascending.
     pub end_cut: Vec<usize>,
 }
 
@@ -287,7 +287,8 @@ impl Fitted {
 
     /// The warning to print: how many examples of `name` were cut to `limit` tokens, and how.
     pub fn warning(&self, name: &str, total: usize, limit: usize) -> String {
-        let cut = self.prompt_cut.len() + self.end_cut.iter().filter(|i| !self.prompt_cut.contains(i)).count();
+        let cut =
+            self.prompt_cut.len() + self.end_cut.iter().filter(|i| self.prompt_cut.binary_search(i).is_err()).count();
         format!(
             "{name}: {cut} of {total} examples are longer than the model's context of {limit} tokens and were cut to fit: \
              {} lost the start of their prompt, {} the end of their response (the first: example {})",

@@ -336,7 +336,6 @@ impl Stopper {
     }
 }
 
-/// `<dir>/<stem>.summary.json` for an output `<dir>/<stem>.jsonl`.
 /// Cuts each prompt from the left so that it and `max_new_tokens` fit the model's context (a prompt keeps
 /// at least one token), with one warning counting them: generation stays bounded whatever the input.
 fn fit_prompts(mut prompts: Vec<Vec<u32>>, context: usize, max_new_tokens: usize) -> Vec<Vec<u32>> {
@@ -357,6 +356,7 @@ fn fit_prompts(mut prompts: Vec<Vec<u32>>, context: usize, max_new_tokens: usize
     prompts
 }
 
+/// `<dir>/<stem>.summary.json` for an output `<dir>/<stem>.jsonl`.
 pub fn summary_path(out: &Path) -> PathBuf {
     let stem = out.file_stem().map_or_else(|| "eval".into(), |s| s.to_string_lossy());
     out.with_file_name(format!("{stem}.summary.json"))

@@ -27,8 +27,9 @@ struct Handlers {
     which: Arc<AtomicUsize>,
 }
 
+static HANDLERS: OnceLock<std::result::Result<Handlers, String>> = OnceLock::new();
+
 fn handlers() -> Result<&'static Handlers> {
-    static HANDLERS: OnceLock<std::result::Result<Handlers, String>> = OnceLock::new();
     let installed = HANDLERS.get_or_init(|| {
         let install = || -> std::io::Result<Handlers> {
             let h = Handlers {
@@ -61,10 +62,8 @@ impl StopSignals {
     pub fn listen() -> Result<Self> {
         let handlers = handlers()?;
         let mut listeners = handlers.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        // A stop asked while other loops listen stands for this one too.
-        if *listeners == 0 {
-            handlers.pending.store(false, Ordering::SeqCst);
-        }
+        // A stop is for the whole process: one asked while an earlier loop (or a concurrent one) listened
+        // stands for this loop too, so it is never cleared.
         *listeners += 1;
         handlers.idle.store(false, Ordering::SeqCst);
         Ok(Self { handlers })
@@ -75,10 +74,7 @@ impl StopSignals {
         if !self.handlers.pending.load(Ordering::SeqCst) {
             return None;
         }
-        Some(match self.handlers.which.load(Ordering::SeqCst) as i32 {
-            SIGINT => "SIGINT",
-            _ => "SIGTERM",
-        })
+        Some(signal_name(self.handlers.which.load(Ordering::SeqCst)))
     }
 }
 
@@ -89,6 +85,20 @@ impl Drop for StopSignals {
         if *listeners == 0 {
             self.handlers.idle.store(true, Ordering::SeqCst);
         }
+    }
+}
+
+/// The signal that asked this process to stop, if one did while a training loop listened: a sweep
+/// starts no further run after it.
+pub fn pending() -> Option<&'static str> {
+    let handlers = HANDLERS.get()?.as_ref().ok()?;
+    handlers.pending.load(Ordering::SeqCst).then(|| signal_name(handlers.which.load(Ordering::SeqCst)))
+}
+
+fn signal_name(which: usize) -> &'static str {
+    match which as i32 {
+        SIGINT => "SIGINT",
+        _ => "SIGTERM",
     }
 }
 

@@ -47,7 +47,7 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
         // A row cut to the context: `prompt_start` (its logp had less context), `end` (fewer values).
         let cut: Vec<&str> = [(&fitted.prompt_cut, "prompt_start"), (&fitted.end_cut, "end")]
             .into_iter()
-            .filter(|(which, _)| which.contains(&index))
+            .filter(|(which, _)| which.binary_search(&index).is_ok())
             .map(|(_, name)| name)
             .collect();
         if !cut.is_empty() {

@@ -38,7 +38,8 @@ impl Schedule {
     }
 
     /// Calls `work(index, device)` for every index below `count`, `jobs` at a time, and returns the
-    /// outcomes by index. After an outcome for which `stops` holds, no further index is started.
+    /// outcomes by index. After an outcome for which `stops` holds, or once a signal has asked the process
+    /// to stop ([`crate::stop::pending`]), no further index is started.
     pub fn run_all<T: Send>(
         &self,
         count: usize,
@@ -48,14 +49,17 @@ impl Schedule {
         let next = AtomicUsize::new(0);
         let stopping = AtomicBool::new(false);
         let done = Mutex::new(Vec::with_capacity(count));
+        let halted = || stopping.load(Ordering::SeqCst) || crate::stop::pending().is_some();
         let worker = |w: usize| loop {
-            if stopping.load(Ordering::SeqCst) {
+            if halted() {
                 break;
             }
             let index = next.fetch_add(1, Ordering::SeqCst);
-            if index >= count {
+            if index >= count || halted() {
                 break;
             }
+            // A run that panics stops the others from starting new ones (the panic then ends the sweep).
+            let _guard = HaltOnPanic(&stopping);
             let outcome = work(index, self.device(w));
             if stops(&outcome) {
                 stopping.store(true, Ordering::SeqCst);
@@ -76,6 +80,17 @@ impl Schedule {
         let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
         done.sort_by_key(|(index, _)| *index);
         done
+    }
+}
+
+/// Sets the flag if dropped while its thread panics.
+struct HaltOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for HaltOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 }
 

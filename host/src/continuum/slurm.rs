@@ -72,6 +72,13 @@ pub fn write_scripts(
     let workdir = std::env::current_dir().context("cannot read the working directory")?;
     let absolute = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { workdir.join(p) };
     let dir = absolute(&out_dir.join("slurm"));
+    // Paths go onto #SBATCH lines unquoted (sbatch reads `%` in --output as a pattern).
+    for (what, path) in [("out_dir", &dir), ("config", &absolute(invocation.config))] {
+        let text = path.to_string_lossy();
+        if text.chars().any(|c| c.is_control() || c.is_whitespace() || "%\"'$`\\".contains(c)) {
+            bail!("{origin}: {what} {text:?}: a Slurm script needs a path without spaces, quotes, `%`, `$` or backslashes");
+        }
+    }
     let logs = dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
 
@@ -107,16 +114,22 @@ pub fn write_scripts(
     array.extend(options.iter().map(|o| format!("#SBATCH {o}")));
     prelude(&mut array)?;
     array.extend([
-        "# A stopped run saves a checkpoint and exits 75, and the task is requeued to resume from it. Slurm".into(),
-        "# sends SIGTERM to the run itself (preemption, scancel); SIGUSR1 before the time limit to this shell.".into(),
+        "# A stopped run saves a checkpoint and exits 75. On a preemption Slurm signals the run itself and".into(),
+        "# requeues the task; before the time limit it sends SIGUSR1 to this shell, which passes it on and".into(),
+        "# requeues the task itself. A plain scancel is not undone.".into(),
+        "warned=0".into(),
+        "trap 'warned=1; kill -TERM \"$run\" 2>/dev/null' USR1".into(),
+        "trap ':' TERM".into(),
         format!("{} --run-index \"$SLURM_ARRAY_TASK_ID\" &", sweep.join(" ")),
         "run=$!".into(),
-        "trap 'kill -TERM \"$run\" 2>/dev/null' USR1".into(),
-        "trap ':' TERM".into(),
-        "wait \"$run\"; status=$?".into(),
-        "while kill -0 \"$run\" 2>/dev/null; do wait \"$run\"; status=$?; done".into(),
-        format!("if [ \"$status\" -eq {} ] && [ -n \"${{SLURM_ARRAY_JOB_ID:-}}\" ]; then", crate::stop::EXIT_CODE),
-        "  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\" 2>/dev/null || true".into(),
+        "while :; do wait \"$run\"; status=$?; kill -0 \"$run\" 2>/dev/null || break; done".into(),
+        "# A wait cut short by a trap reports the signal: the run's own status is still there to collect.".into(),
+        "if [ \"$status\" -gt 128 ]; then wait \"$run\" 2>/dev/null; own=$?; [ \"$own\" -ne 127 ] && status=$own; fi".into(),
+        format!(
+            "if [ \"$warned\" = 1 ] && {{ [ \"$status\" -eq {} ] || [ \"$status\" -eq 143 ]; }} && [ -n \"${{SLURM_ARRAY_JOB_ID:-}}\" ]; then",
+            crate::stop::EXIT_CODE
+        ),
+        "  scontrol requeue \"${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}\"".into(),
         "fi".into(),
         "exit \"$status\"".into(),
     ]);
@@ -131,9 +144,10 @@ pub fn write_scripts(
         format!("#SBATCH --output={}", logs.join("collect.out").display()),
         "#SBATCH --cpus-per-task=1".into(),
     ];
-    collect.extend(
-        options.iter().filter(|o| !o.starts_with("--gpus") && !o.starts_with("--cpus")).map(|o| format!("#SBATCH {o}")),
-    );
+    // Where and for whom it runs, not what each task needs.
+    let placement = ["--partition=", "--account=", "--qos=", "--time="];
+    collect
+        .extend(options.iter().filter(|o| placement.iter().any(|p| o.starts_with(p))).map(|o| format!("#SBATCH {o}")));
     prelude(&mut collect)?;
     collect.push(format!("exec {} --collect", sweep.join(" ")));
 

@@ -731,6 +731,15 @@ pub fn execute(plan: &Plan, search: &SearchPath, schedule: &Schedule) -> Result<
             Attempt::Stopped(e) => return Err(e),
         }
     }
+    if let Some(signal) = crate::stop::pending() {
+        let left = plan.runs.len() - results.len() - failed.len();
+        if left > 0 {
+            return Err(crate::stop::stopped(format!(
+                "stopped by {signal}: {left} of {} runs not started; run the sweep again to continue",
+                plan.runs.len()
+            )));
+        }
+    }
     let outcome = summarize(plan, results, failed);
     write_summaries(plan, &outcome)?;
     Ok(outcome)

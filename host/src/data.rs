@@ -302,8 +302,9 @@ impl Fitted {
 /// Cuts every example to at most `limit` tokens so that scoring it stays within the model's context (and
 /// its memory bounded): the prompt loses its start first, as a generation prompt would, so every loss
 /// target keeps as much context as fits (at least one token before the first); only loss targets longer
-/// than the context lose their end.
-pub fn fit_to_context(examples: &mut [Example], limit: usize) -> Fitted {
+/// than the context lose their end. A leading `bos` token (a chat template may render one) is kept: the
+/// cut comes after it.
+pub fn fit_to_context(examples: &mut [Example], limit: usize, bos: Option<u32>) -> Fitted {
     let limit = limit.max(2);
     let mut fitted = Fitted::default();
     for (index, example) in examples.iter_mut().enumerate() {
@@ -314,8 +315,9 @@ pub fn fit_to_context(examples: &mut [Example], limit: usize) -> Fitted {
         let first_target = example.targets.iter().position(|&t| t).unwrap_or(example.ids.len());
         let drop = excess.min(first_target.saturating_sub(1));
         if drop > 0 {
-            example.ids.drain(..drop);
-            example.targets.drain(..drop);
+            let from = usize::from(bos.is_some() && example.ids.first() == bos.as_ref());
+            example.ids.drain(from..from + drop);
+            example.targets.drain(from..from + drop);
             fitted.prompt_cut.push(index);
         }
         if example.ids.len() > limit {
@@ -397,7 +399,7 @@ mod tests {
             Example::with_prompt_len(ids(10), 7), // the prompt loses 4 of its 7 tokens
             Example::with_prompt_len(ids(12), 2), // the prompt keeps 1 token, the response loses its end
         ];
-        let fitted = fit_to_context(&mut examples, 6);
+        let fitted = fit_to_context(&mut examples, 6, None);
         assert_eq!(fitted, Fitted { prompt_cut: vec![1, 2], end_cut: vec![2] });
         assert_eq!(examples[0].ids, ids(6));
         assert_eq!(examples[1].ids, vec![4, 5, 6, 7, 8, 9]);
@@ -406,6 +408,12 @@ mod tests {
         assert_eq!(examples[2].targets, vec![false, true, true, true, true, true]);
         let warning = fitted.warning("big.jsonl", 3, 6);
         assert!(warning.contains("2 of 3 examples") && warning.contains("example 1"), "{warning}");
+
+        // A leading BOS (id 0 here) stays; the cut comes after it.
+        let mut with_bos = vec![Example::with_prompt_len(ids(10), 7)];
+        fit_to_context(&mut with_bos, 6, Some(0));
+        assert_eq!(with_bos[0].ids, vec![0, 5, 6, 7, 8, 9]);
+        assert_eq!(with_bos[0].targets, vec![false, false, false, true, true, true]);
     }
 
     #[test]

@@ -219,7 +219,8 @@ pub fn evaluate_with_progress(
             Ok(ids)
         })
         .collect::<Result<Vec<_>>>()?;
-    let prompts = fit_prompts(prompts, model.config().max_position_embeddings, settings.max_new_tokens);
+    let context = model.config().max_position_embeddings;
+    let prompts = fit_prompts(prompts, context, settings.max_new_tokens, model.config().bos_token_id);
     let stopper = Stopper::new(tokenizer, &settings.stop)?;
     let mut stop_token_ids = vec![tokenizer.eos_id];
     stop_token_ids.extend(&model.config().eos_token_ids);
@@ -337,13 +338,15 @@ impl Stopper {
 }
 
 /// Cuts each prompt from the left so that it and `max_new_tokens` fit the model's context (a prompt keeps
-/// at least one token), with one warning counting them: generation stays bounded whatever the input.
-fn fit_prompts(mut prompts: Vec<Vec<u32>>, context: usize, max_new_tokens: usize) -> Vec<Vec<u32>> {
+/// at least one token, and a leading `bos` stays before the cut), with one warning counting them:
+/// generation stays bounded whatever the input.
+fn fit_prompts(mut prompts: Vec<Vec<u32>>, context: usize, max_new_tokens: usize, bos: Option<u32>) -> Vec<Vec<u32>> {
     let room = context.saturating_sub(max_new_tokens).max(1);
     let cut: Vec<usize> = (0..prompts.len()).filter(|&i| prompts[i].len() > room).collect();
     for &i in &cut {
+        let from = usize::from(room > 1 && bos.is_some() && prompts[i].first() == bos.as_ref());
         let excess = prompts[i].len() - room;
-        prompts[i].drain(..excess);
+        prompts[i].drain(from..from + excess);
     }
     if let Some(first) = cut.first() {
         tracing::warn!(
@@ -417,11 +420,13 @@ mod tests {
     #[test]
     fn long_prompts_keep_their_end_within_the_context() {
         let prompts = vec![vec![1, 2, 3], (0..20).collect(), (0..9).collect()];
-        let fitted = super::fit_prompts(prompts, 16, 8);
+        let fitted = super::fit_prompts(prompts, 16, 8, None);
         assert_eq!(fitted[0], vec![1, 2, 3]);
         assert_eq!(fitted[1], (12..20).collect::<Vec<u32>>(), "the last 16 - 8 tokens");
         assert_eq!(fitted[2], (1..9).collect::<Vec<u32>>());
-        assert_eq!(super::fit_prompts(vec![(0..5).collect()], 16, 40), vec![vec![4]], "at least one token");
+        assert_eq!(super::fit_prompts(vec![(0..5).collect()], 16, 40, None), vec![vec![4]], "at least one token");
+        let with_bos = super::fit_prompts(vec![(0..20).collect()], 16, 8, Some(0));
+        assert_eq!(with_bos[0], [0].into_iter().chain(13..20).collect::<Vec<u32>>(), "BOS, then the last 7");
     }
 
     #[test]

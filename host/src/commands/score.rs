@@ -33,7 +33,7 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     let name = args.data.display().to_string();
     let mut dataset = data::tokenize(&name, &records, &tokenizer, None, args.encode)?;
     let context = model.config().max_position_embeddings;
-    let fitted = data::fit_to_context(&mut dataset.examples, context);
+    let fitted = data::fit_to_context(&mut dataset.examples, context, model.config().bos_token_id);
     if fitted.any() {
         tracing::warn!("{}", fitted.warning(&name, dataset.examples.len(), context));
     }

@@ -160,7 +160,7 @@ pub fn diagnose_records(
 ) -> Result<Diagnosis> {
     let mut dataset = data::tokenize(name, records, tokenizer, None, options)?;
     let context = model.config().max_position_embeddings;
-    let fitted = data::fit_to_context(&mut dataset.examples, context);
+    let fitted = data::fit_to_context(&mut dataset.examples, context, model.config().bos_token_id);
     if fitted.any() {
         tracing::warn!("{}", fitted.warning(name, dataset.examples.len(), context));
     }

@@ -51,25 +51,32 @@ impl std::fmt::Display for DeviceSpec {
 /// keeps freed memory in its pool instead of handing it back to the driver at every synchronisation
 /// (as PyTorch's caching allocator does); see [`MemoryMonitor`].
 pub fn open_device(spec: &str) -> Result<Device> {
-    let ordinal = match spec.parse::<DeviceSpec>()? {
-        DeviceSpec::Cpu => return Ok(Device::Cpu),
-        DeviceSpec::Cuda(n) => n,
-    };
-    if !CUDA_BUILT {
-        bail!(NO_CUDA);
+    spec.parse::<DeviceSpec>()?.open()
+}
+
+impl DeviceSpec {
+    /// Opens the device, as [`open_device`] describes.
+    pub fn open(self) -> Result<Device> {
+        let ordinal = match self {
+            DeviceSpec::Cpu => return Ok(Device::Cpu),
+            DeviceSpec::Cuda(n) => n,
+        };
+        if !CUDA_BUILT {
+            bail!(NO_CUDA);
+        }
+        let device = Device::new_cuda(ordinal).map_err(|e| {
+            // candle's message, without the backtrace it may carry on the following lines.
+            let message = e.to_string();
+            anyhow::anyhow!("cannot open cuda:{ordinal}: {}", message.lines().next().unwrap_or_default())
+        })?;
+        #[cfg(feature = "cuda")]
+        {
+            candle_core::cuda_backend::set_gemm_reduced_precision_f32(false);
+            candle_core::cuda_backend::set_gemm_reduced_precision_bf16(false);
+            cuda::keep_pool_memory(&device)?;
+        }
+        Ok(device)
     }
-    let device = Device::new_cuda(ordinal).map_err(|e| {
-        // candle's message, without the backtrace it may carry on the following lines.
-        let message = e.to_string();
-        anyhow::anyhow!("cannot open cuda:{ordinal}: {}", message.lines().next().unwrap_or_default())
-    })?;
-    #[cfg(feature = "cuda")]
-    {
-        candle_core::cuda_backend::set_gemm_reduced_precision_f32(false);
-        candle_core::cuda_backend::set_gemm_reduced_precision_bf16(false);
-        cuda::keep_pool_memory(&device)?;
-    }
-    Ok(device)
 }
 
 /// `cpu` or `cuda:N`.

@@ -329,6 +329,17 @@ pub fn fit_to_context(examples: &mut [Example], limit: usize, bos: Option<u32>) 
     fitted
 }
 
+/// [`fit_to_context`] by the model's own context and BOS, with the one warning when anything was cut
+/// (`name` names the data): what scoring and diagnosing do before the forward pass.
+pub fn fit_to_model(name: &str, examples: &mut [Example], config: &ModelConfig) -> Fitted {
+    let context = config.max_position_embeddings;
+    let fitted = fit_to_context(examples, context, config.bos_token_id);
+    if fitted.any() {
+        tracing::warn!("{}", fitted.warning(name, examples.len(), context));
+    }
+    fitted
+}
+
 /// A padded micro-batch and where its loss positions are.
 pub struct Batch {
     /// `[B, T]` token ids, right-padded.

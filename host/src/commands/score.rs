@@ -32,11 +32,7 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
     let name = args.data.display().to_string();
     let mut dataset = data::tokenize(&name, &records, &tokenizer, None, args.encode)?;
-    let context = model.config().max_position_embeddings;
-    let fitted = data::fit_to_context(&mut dataset.examples, context, model.config().bos_token_id);
-    if fitted.any() {
-        tracing::warn!("{}", fitted.warning(&name, dataset.examples.len(), context));
-    }
+    let fitted = data::fit_to_model(&name, &mut dataset.examples, model.config());
     let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
 
     // Written beside the target and renamed, so a failure leaves no half-written file.

@@ -159,11 +159,7 @@ pub fn diagnose_records(
     batch_size: usize,
 ) -> Result<Diagnosis> {
     let mut dataset = data::tokenize(name, records, tokenizer, None, options)?;
-    let context = model.config().max_position_embeddings;
-    let fitted = data::fit_to_context(&mut dataset.examples, context, model.config().bos_token_id);
-    if fitted.any() {
-        tracing::warn!("{}", fitted.warning(name, dataset.examples.len(), context));
-    }
+    data::fit_to_model(name, &mut dataset.examples, model.config());
     let logp = crate::score::response_logprobs(model, &dataset.examples, tokenizer.eos_id, batch_size)?;
     diagnose(&logp)
 }

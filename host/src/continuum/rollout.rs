@@ -60,8 +60,11 @@ pub fn rollout(spec: &SweepSpec, search: &SearchPath, schedule: &Schedule) -> Re
     let model_dir = plan.models[0].clone();
     println!("diagnosing {} on {} ...", model_dir.display(), data_names(&plan));
     // On the device training uses (the schedule's first, else the config's).
-    let device = schedule.devices.first().map_or(plan.base.model.device.clone(), |d| d.to_string());
-    let model = Model::load(&model_dir, &engine::open_device(&device)?)?;
+    let device = match schedule.devices.first() {
+        Some(device) => device.open()?,
+        None => engine::open_device(&plan.base.model.device)?,
+    };
+    let model = Model::load(&model_dir, &device)?;
     let tokenizer = TextTokenizer::from_model_dir(&model_dir, model.config())?;
     let records: Vec<Record> = plan.train_data.iter().flat_map(|(_, r)| r.iter().cloned()).collect();
     let diagnosis =

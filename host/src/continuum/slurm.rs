@@ -5,8 +5,9 @@
 //!   preemption or `scancel` Slurm sends SIGTERM to every process of the task, the run among them; before
 //!   the time limit it sends SIGUSR1 to the batch shell only (`--signal=B:USR1@S`), which passes it on
 //!   as SIGTERM (forwarding SIGTERM itself would hand the run a second one, and a second SIGTERM ends it
-//!   without a checkpoint). The run saves a checkpoint and exits 75; the task is then requeued
-//!   (`--requeue`) and resumes there.
+//!   without a checkpoint). The run saves a checkpoint and exits 75, and the task is requeued to resume
+//!   there (`--requeue`): by Slurm on a preemption, by the script itself after the time-limit warning; a
+//!   plain `scancel` stays cancelled.
 //! * `collect.sbatch`: `host sweep --config … --collect` once every task has ended: results.csv/md/svg.
 //! * `submit.sh`: submits the array, then the collect job depending on it.
 //!

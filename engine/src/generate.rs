@@ -207,8 +207,15 @@ fn decode(
     let ids = Tensor::from_vec(ids, (rows.len(), width), device)?;
     let pads: Vec<usize> = rows.iter().map(|r| r.pad).collect();
     let mut cache = KvCache::new();
-    let (positions, mask) = positions_and_mask(&pads, 0, width, device)?;
-    let mut logits = model.forward_cached(&ids, &positions, &mask, &mut cache)?;
+    // In chunks of columns, each attending to the cache plus itself: scores are `[B, heads, chunk,
+    // keys]`, so a long prompt costs memory linear in its length, not quadratic.
+    let mut logits = None;
+    for start in (0..width).step_by(PREFILL_CHUNK) {
+        let t = PREFILL_CHUNK.min(width - start);
+        let (positions, mask) = positions_and_mask(&pads, start, t, device)?;
+        logits = Some(model.forward_cached(&ids.narrow(1, start, t)?, &positions, &mask, &mut cache)?);
+    }
+    let Some(mut logits) = logits else { bail!("generation needs a prompt of at least one token") };
 
     loop {
         let next = choose_tokens(&logits, config, rows, &active)?;
@@ -259,6 +266,9 @@ fn choose_tokens(logits: &Tensor, config: &GenerationConfig, rows: &mut [Row], a
         .map(|(&r, row_logits)| sample_token(row_logits, config.temperature, config.top_p, &mut rows[r].rng))
         .collect()
 }
+
+/// Prompt columns prefilled per forward pass.
+const PREFILL_CHUNK: usize = 256;
 
 /// Rope positions `[B, T]` and the additive attention mask `[B, 1, T, past + T]` for `T` new
 /// columns after `past` cached ones, in a batch whose row `r` starts with `pads[r]` pad columns.

@@ -36,8 +36,37 @@ struct Linear {
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        ops::linear(x, self.weight.as_tensor(), self.bias.as_ref().map(Var::as_tensor))
+    fn forward(&self, x: &Tensor, graph: Graph) -> candle_core::Result<Tensor> {
+        let bias = self.bias.as_ref().map(|b| graph.param(b));
+        ops::linear(x, &graph.param(&self.weight), bias.as_ref())
+    }
+}
+
+/// What every layer of one forward pass shares: rope tables (broadcast to `[B, heads, T, head_dim]`), the
+/// additive mask (broadcast to `[B, heads, T, keys]`) and whether the autograd graph is recorded.
+struct Positions<'a> {
+    cos: &'a Tensor,
+    sin: &'a Tensor,
+    mask: &'a Tensor,
+    graph: Graph,
+}
+
+/// Whether a forward pass records candle's autograd graph. Inference does not: a recorded graph keeps
+/// every layer's intermediate tensors alive until the output is dropped, so memory would grow with the
+/// depth of the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Graph {
+    Tracked,
+    Detached,
+}
+
+impl Graph {
+    /// The parameter as this pass reads it (detaching shares the storage; nothing is copied).
+    fn param(self, var: &Var) -> Tensor {
+        match self {
+            Graph::Tracked => var.as_tensor().clone(),
+            Graph::Detached => var.as_tensor().detach(),
+        }
     }
 }
 
@@ -218,6 +247,11 @@ impl Model {
 
     /// Logits `[B, T, V]` (float32) for token ids `[B, T]` (u32), right-padded rows allowed.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.logits(input_ids, Graph::Tracked)
+    }
+
+    /// [`Model::forward`], recording the autograd graph or not.
+    fn logits(&self, input_ids: &Tensor, graph: Graph) -> Result<Tensor> {
         let (_, t) = input_ids.dims2().context("input_ids must have shape [batch, time]")?;
         if input_ids.dtype() != DType::U32 {
             bail!("input_ids must be u32, got {:?}", input_ids.dtype());
@@ -228,12 +262,12 @@ impl Model {
         let (cos, sin) = self.rope.tables(t, self.dtype, &self.device)?;
         let mask = ops::causal_mask(t, &self.device)?;
 
-        let mut x = self.embed(input_ids)?;
+        let mut x = self.embed(input_ids, graph)?;
         for block in &self.layers {
-            x = self.block_forward(block, &x, &cos, &sin, &mask, None)?;
+            x = self.block_forward(block, &x, &Positions { cos: &cos, sin: &sin, mask: &mask, graph }, None)?;
         }
-        let x = ops::rms_norm(&x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
-        let logits = ops::linear(&x, self.lm_head.as_tensor(), None)?;
+        let x = ops::rms_norm(&x, &graph.param(&self.norm), self.config.rms_norm_eps)?;
+        let logits = ops::linear(&x, &graph.param(&self.lm_head), None)?;
         Ok(logits.to_dtype(DType::F32)?)
     }
 
@@ -278,72 +312,56 @@ impl Model {
         let (cos, sin) = cache.rope_rows(&self.rope, positions, self.dtype, &self.device)?;
         cache.layers.resize(self.layers.len(), None);
 
-        let mut x = self.embed(input_ids)?;
+        let graph = Graph::Detached;
+        let mut x = self.embed(input_ids, graph)?;
         for (block, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = self.block_forward(block, &x, &cos, &sin, mask, Some(kv))?;
+            x = self.block_forward(block, &x, &Positions { cos: &cos, sin: &sin, mask, graph }, Some(kv))?;
         }
         let x = x.narrow(1, t - 1, 1)?;
-        let x = ops::rms_norm(&x, self.norm.as_tensor(), self.config.rms_norm_eps)?;
-        let logits = ops::linear(&x, self.lm_head.as_tensor(), None)?;
+        let x = ops::rms_norm(&x, &graph.param(&self.norm), self.config.rms_norm_eps)?;
+        let logits = ops::linear(&x, &graph.param(&self.lm_head), None)?;
         Ok(logits.squeeze(1)?.to_dtype(DType::F32)?.detach())
     }
 
     /// Embedding lookup: `[B, T]` ids -> `[B, T, hidden]`.
-    fn embed(&self, input_ids: &Tensor) -> Result<Tensor> {
+    fn embed(&self, input_ids: &Tensor, graph: Graph) -> Result<Tensor> {
         let (b, t) = input_ids.dims2()?;
         let flat = input_ids.flatten_all()?;
         let max_id = flat.max(0)?.to_scalar::<u32>()? as usize;
         if max_id >= self.config.vocab_size {
             bail!("token id {max_id} is out of range for vocabulary size {}", self.config.vocab_size);
         }
-        let x = self.embed_tokens.as_tensor().index_select(&flat, 0)?;
+        let x = graph.param(&self.embed_tokens).index_select(&flat, 0)?;
         Ok(x.reshape((b, t, self.config.hidden_size))?)
     }
 
     /// One pre-norm decoder layer: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
     ///
-    /// `cos`/`sin` broadcast to `[B, heads, T, head_dim]` and `mask` to `[B, heads, T, keys]`;
-    /// with `kv`, the layer's cached keys/values are prepended to this call's and then extended.
-    fn block_forward(
-        &self,
-        block: &Block,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        kv: Option<&mut LayerKv>,
-    ) -> Result<Tensor> {
-        let eps = self.config.rms_norm_eps;
-        let h = ops::rms_norm(x, block.input_layernorm.as_tensor(), eps)?;
-        let x = (x + self.attention(&block.self_attn, &h, cos, sin, mask, kv)?)?;
-        let h = ops::rms_norm(&x, block.post_attention_layernorm.as_tensor(), eps)?;
+    /// With `kv`, the layer's cached keys/values are prepended to this call's and then extended.
+    fn block_forward(&self, block: &Block, x: &Tensor, at: &Positions, kv: Option<&mut LayerKv>) -> Result<Tensor> {
+        let (eps, graph) = (self.config.rms_norm_eps, at.graph);
+        let h = ops::rms_norm(x, &graph.param(&block.input_layernorm), eps)?;
+        let x = (x + self.attention(&block.self_attn, &h, at, kv)?)?;
+        let h = ops::rms_norm(&x, &graph.param(&block.post_attention_layernorm), eps)?;
         let mlp = &block.mlp;
-        let gated = ops::swiglu(&mlp.gate_proj.forward(&h)?, &mlp.up_proj.forward(&h)?)?;
-        Ok((x + mlp.down_proj.forward(&gated)?)?)
+        let gated = ops::swiglu(&mlp.gate_proj.forward(&h, graph)?, &mlp.up_proj.forward(&h, graph)?)?;
+        Ok((x + mlp.down_proj.forward(&gated, graph)?)?)
     }
 
     /// Causal grouped-query self-attention with rope (transformers' eager attention).
-    fn attention(
-        &self,
-        attn: &Attention,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        mask: &Tensor,
-        kv: Option<&mut LayerKv>,
-    ) -> Result<Tensor> {
-        let c = &self.config;
+    fn attention(&self, attn: &Attention, x: &Tensor, at: &Positions, kv: Option<&mut LayerKv>) -> Result<Tensor> {
+        let (c, graph, mask) = (&self.config, at.graph, at.mask);
         let (b, t, _) = x.dims3()?;
         let heads = |y: Tensor, n: usize| -> candle_core::Result<Tensor> {
             // [B, T, n·d] -> [B, n, T, d]
             y.reshape((b, t, n, c.head_dim))?.transpose(1, 2)?.contiguous()
         };
-        let q = heads(attn.q_proj.forward(x)?, c.num_attention_heads)?;
-        let k = heads(attn.k_proj.forward(x)?, c.num_key_value_heads)?;
-        let v = heads(attn.v_proj.forward(x)?, c.num_key_value_heads)?;
+        let q = heads(attn.q_proj.forward(x, graph)?, c.num_attention_heads)?;
+        let k = heads(attn.k_proj.forward(x, graph)?, c.num_key_value_heads)?;
+        let v = heads(attn.v_proj.forward(x, graph)?, c.num_key_value_heads)?;
 
-        let q = ops::apply_rope(&q, cos, sin)?;
-        let k = ops::apply_rope(&k, cos, sin)?;
+        let q = ops::apply_rope(&q, at.cos, at.sin)?;
+        let k = ops::apply_rope(&k, at.cos, at.sin)?;
         let cached = kv.is_some();
         let (k, v) = match kv {
             None => (k, v),
@@ -366,7 +384,7 @@ impl Model {
         let probs = probs.reshape((b, kv_heads, groups * t, keys))?;
         let out = probs.matmul(&v)?.reshape((b, c.num_attention_heads, t, c.head_dim))?;
         let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
-        Ok(attn.o_proj.forward(&out)?)
+        Ok(attn.o_proj.forward(&out, graph)?)
     }
 
     /// The forward pass of one training micro-batch (`input_ids` `[B, T]`, right-padded, T ≥ 2),
@@ -394,6 +412,21 @@ impl Model {
         let logits = self.forward(input_ids)?;
         let logp = token_logprobs(&logits, input_ids)?;
         Ok(TrainingPass(Pass::Autograd { logits, logp }))
+    }
+
+    /// `[B, T-1]` log-probabilities of the next tokens of `input_ids` (`[B, T]`, right-padded, T ≥ 2),
+    /// row-major, for scoring: no gradient.
+    ///
+    /// Float32 on the CPU runs the hand-written forward pass with nothing kept (tiled attention, logits a
+    /// block of rows at a time), so memory grows linearly with T; elsewhere [`Model::forward`].
+    pub fn next_token_logprobs(&self, input_ids: &Tensor) -> Result<Vec<f32>> {
+        let (batch, time) = training_dims(input_ids)?;
+        if backprop::applies(self) {
+            let ids: Vec<u32> = input_ids.flatten_all()?.to_vec1()?;
+            return backprop::next_token_logprobs(self, &ids, batch, time);
+        }
+        let logits = self.logits(input_ids, Graph::Detached)?;
+        Ok(token_logprobs(&logits, input_ids)?.flatten_all()?.to_vec1()?)
     }
 
     /// Back-propagates a scalar loss and returns the gradient of every parameter that

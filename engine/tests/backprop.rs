@@ -35,6 +35,8 @@ fn compare(what: &str, model: &Model, rows: &[Vec<u32>]) -> Result<()> {
     let reference = model.training_pass_autograd(&ids)?;
     let logp = manual.logp()?;
     assert_close(&format!("{what}: logp"), &logp, &reference.logp()?, 1e-5);
+    // Scoring's tape-free pass gives the training pass's numbers.
+    assert_close(&format!("{what}: scoring logp"), &model.next_token_logprobs(&ids)?, &logp, 1e-6);
     let (entropy, top1) = manual.entropy_and_top1()?;
     let (want_entropy, want_top1) = reference.entropy_and_top1()?;
     assert_close(&format!("{what}: entropy"), &entropy, &want_entropy, 1e-5);
@@ -89,6 +91,39 @@ fn manual_pass_matches_autograd_with_every_bias_and_a_larger_batch() -> Result<(
         .map(|r| ids[r * 37..(r + 1) * 37 - r].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
         .collect();
     compare("random llama with biases", &model, &rows)
+}
+
+/// The random Llama of the test above (every bias, 4 query heads per kv head), perturbed.
+fn random_llama_with_biases() -> Result<Model> {
+    let raw = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+        "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 12,
+        "vocab_size": 300, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
+        "attention_bias": true, "mlp_bias": true,
+    });
+    let model = Model::random(ModelConfig::from_json(raw, Path::new("random"))?, 3, &Device::Cpu)?;
+    let mut perturbed = std::collections::HashMap::new();
+    for (i, (name, var)) in model.params().iter().enumerate() {
+        let noise = Tensor::from_vec(values(var.elem_count(), 100 + i as u64, 0.05), var.shape(), &Device::Cpu)?;
+        perturbed.insert(name.clone(), (var.as_tensor() + noise)?);
+    }
+    model.set_params(&perturbed)?;
+    Ok(model)
+}
+
+#[test]
+fn tiled_attention_matches_autograd_across_several_tiles() -> Result<()> {
+    // Attention runs in 64 × 64 blocks: rows of 150 positions take three query tiles (the last partial)
+    // and up to three key blocks each; shorter rows end inside a tile, on a tile boundary (64, 128) and
+    // one past it (65), and padding fills the rest.
+    let model = random_llama_with_biases()?;
+    let ids = values(150 * 6, 9, 1.0);
+    let rows: Vec<Vec<u32>> = [150, 129, 128, 65, 64, 3]
+        .iter()
+        .enumerate()
+        .map(|(r, &len)| ids[r * 150..r * 150 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
+        .collect();
+    compare("rows across attention tiles", &model, &rows)
 }
 
 #[test]

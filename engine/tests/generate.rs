@@ -117,6 +117,21 @@ fn cached_generation_equals_uncached_recompute() -> Result<()> {
 }
 
 #[test]
+fn long_prompts_are_prefilled_in_chunks_with_the_same_result() -> Result<()> {
+    // Prefill runs 256 columns at a time: a 300-token prompt takes two chunks, and batched with it a
+    // 40-token prompt is left-padded by 260 columns, so its first chunk is all padding.
+    let model = load("qwen2-tiny")?;
+    let vocab = model.config().vocab_size as u32;
+    let long: Vec<u32> = (0..300u32).map(|i| (i * 37 + 11) % vocab).collect();
+    let short: Vec<u32> = (0..40u32).map(|i| (i * 53 + 5) % vocab).collect();
+    let config = GenerationConfig { max_new_tokens: 6, ..GenerationConfig::default() };
+    let got = generate(&model, &[long.clone(), short.clone()], &config)?;
+    assert_eq!(got[0][0].tokens, uncached_greedy(&model, &long, 6)?, "the 300-token prompt");
+    assert_eq!(got[1][0].tokens, uncached_greedy(&model, &short, 6)?, "the padded 40-token prompt");
+    Ok(())
+}
+
+#[test]
 fn forward_cached_logits_match_full_forward() -> Result<()> {
     // Prefill 5 tokens, then feed the rest one at a time; compare each step's logits with the
     // training forward over the whole prefix.

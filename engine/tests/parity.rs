@@ -55,6 +55,13 @@ fn check_model(name: &str) -> Result<()> {
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let ids = pad_batch(&rows, 7, model.device())?;
     let logp = token_logprobs(&model.forward(&ids)?, &ids)?;
+    // Scoring's pass (tape-free and tiled on the CPU in float32) on the same batch.
+    let scored = Tensor::from_vec(model.next_token_logprobs(&ids)?, logp.shape(), model.device())?;
+    for (i, ex) in examples.iter().enumerate() {
+        let d = max_abs_diff(&response_logp(&scored, i, ex)?, &ex.logp);
+        worst = worst.max(d);
+        assert!(d < tol, "{name} example {i} scored in a batch: max |diff| {d}");
+    }
     for (i, ex) in examples.iter().enumerate() {
         let got = response_logp(&logp, i, ex)?;
         let d = max_abs_diff(&got, &ex.logp);

@@ -12,7 +12,7 @@
 //! [`super::weighted_nll`]), which is itself checked against transformers; tests compare the two.
 
 use std::collections::HashMap;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 
 use anyhow::{bail, Result};
 use candle_core::{CpuStorage, DType, Device, Storage, Tensor, TensorId};
@@ -23,6 +23,7 @@ use super::{Block, Linear, Model};
 use crate::optim::Grads;
 use buffers::Buf;
 
+mod attention;
 mod buffers;
 mod kernels;
 
@@ -55,8 +56,9 @@ struct LayerTape {
     q: Buf,
     k: Buf,
     v: Buf,
-    /// Attention probabilities `[B, heads, T, T]` (zero above the diagonal).
-    probs: Buf,
+    /// Log-sum-exp of each query row's scaled attention scores, `[B, heads, T]` (the probabilities
+    /// are recomputed from it in the backward pass).
+    attn_lse: Buf,
     attn_out: Buf,
     x_mid: Buf,
     inv_rms2: Buf,
@@ -194,59 +196,21 @@ impl Dims {
 /// Forward pass over `ids` (`[B, T]`, T ≥ 2), keeping the tape.
 pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> Result<Tape> {
     let dims = Dims::new(model, batch, time);
-    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= dims.vocab) {
-        bail!("token id {bad} is out of range for vocabulary size {}", dims.vocab);
-    }
     let (cos, sin) = rope_tables(model, time)?;
-    let embed = Param::new(model.embed_tokens.as_tensor())?;
-    let mut x = Buf::stale(dims.rows * dims.hidden);
-    for (row, &id) in x.chunks_mut(dims.hidden).zip(ids) {
-        row.copy_from_slice(&embed.data()[id as usize * dims.hidden..(id as usize + 1) * dims.hidden]);
-    }
-    drop(embed);
-
+    let mut x = embed(model, ids, dims)?;
     let mut layers = Vec::with_capacity(model.layers.len());
     for block in &model.layers {
-        let p = BlockParams::new(block)?;
-        let (inv_rms1, h1) = rms_norm(&x, p.ln1.data(), dims.hidden, dims.eps);
-        let mut q = linear(&h1, &p.q, dims.rows);
-        let mut k = linear(&h1, &p.k, dims.rows);
-        let v = linear(&h1, &p.v, dims.rows);
-        rope(&mut q, &cos, &sin, dims, dims.heads, false);
-        rope(&mut k, &cos, &sin, dims, dims.kv_heads, false);
-        let (probs, attn_out) = attention(&q, &k, &v, dims);
-        let mut x_mid = linear(&attn_out, &p.o, dims.rows);
-        add_in_place(&mut x_mid, &x);
-        let (inv_rms2, h2) = rms_norm(&x_mid, p.ln2.data(), dims.hidden, dims.eps);
-        let gate = linear(&h2, &p.gate, dims.rows);
-        let up = linear(&h2, &p.up, dims.rows);
-        let act = swiglu(&gate, &up);
-        let mut x_out = linear(&act, &p.down, dims.rows);
-        add_in_place(&mut x_out, &x_mid);
-        let x_in = std::mem::replace(&mut x, x_out);
-        layers.push(LayerTape { x_in, inv_rms1, h1, q, k, v, probs, attn_out, x_mid, inv_rms2, h2, gate, up, act });
+        let (tape, x_out) = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, dims);
+        layers.push(tape);
+        x = x_out;
     }
 
     let norm = Param::new(model.norm.as_tensor())?;
     let (inv_rms_final, normed_final) = rms_norm(&x, norm.data(), dims.hidden, dims.eps);
     let head = Param::new(model.lm_head.as_tensor())?;
-    let mut logits = Buf::stale(dims.rows * dims.vocab);
-    matmul(
-        &mut logits,
-        dims.vocab,
-        false,
-        Mat::rows(&normed_final, dims.rows, dims.hidden),
-        Mat::transposed(head.data(), dims.vocab, dims.hidden),
-        true,
-    );
+    let logits = head_logits(&normed_final, head.data(), dims);
     let logsumexp = row_logsumexp(&logits, dims.vocab);
-    let mut logp = Vec::with_capacity(batch * (time - 1));
-    for b in 0..batch {
-        for t in 0..time - 1 {
-            let r = b * time + t;
-            logp.push(logits[r * dims.vocab + ids[r + 1] as usize] - logsumexp[r]);
-        }
-    }
+    let logp = next_token_logp(&logits, &logsumexp, ids, 0..dims.rows, dims);
     Ok(Tape {
         batch,
         time,
@@ -261,6 +225,94 @@ pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> 
         logsumexp,
         logp,
     })
+}
+
+/// Rows of logits formed at once by [`next_token_logprobs`]: 256 rows of a 150 K vocabulary are 150 MB.
+const LOGIT_ROWS: usize = 256;
+
+/// The `[B, T-1]` next-token log-probabilities of [`forward`] with nothing kept for a backward pass:
+/// each layer's activations are freed once the next layer has its input, and the logits are formed
+/// [`LOGIT_ROWS`] rows at a time, so memory is a few `[B·T, intermediate]` buffers and one block of
+/// logits, whatever the vocabulary (attention is tiled in both passes).
+pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], batch: usize, time: usize) -> Result<Vec<f32>> {
+    let dims = Dims::new(model, batch, time);
+    let (cos, sin) = rope_tables(model, time)?;
+    let mut x = embed(model, ids, dims)?;
+    for block in &model.layers {
+        x = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, dims).1;
+    }
+    let norm = Param::new(model.norm.as_tensor())?;
+    let normed = rms_norm(&x, norm.data(), dims.hidden, dims.eps).1;
+    drop(x);
+    let head = Param::new(model.lm_head.as_tensor())?;
+    let mut logp = Vec::with_capacity(batch * (time - 1));
+    for start in (0..dims.rows).step_by(LOGIT_ROWS) {
+        let rows = start..(start + LOGIT_ROWS).min(dims.rows);
+        let block = &normed[rows.start * dims.hidden..rows.end * dims.hidden];
+        let logits = head_logits(block, head.data(), Dims { rows: rows.len(), ..dims });
+        let logsumexp = row_logsumexp(&logits, dims.vocab);
+        logp.extend(next_token_logp(&logits, &logsumexp, ids, rows, dims));
+    }
+    Ok(logp)
+}
+
+/// The embedding rows of `ids`, `[B·T, hidden]` (ids checked against the vocabulary).
+fn embed(model: &Model, ids: &[u32], dims: Dims) -> Result<Buf> {
+    if let Some(&bad) = ids.iter().find(|&&id| id as usize >= dims.vocab) {
+        bail!("token id {bad} is out of range for vocabulary size {}", dims.vocab);
+    }
+    let embed = Param::new(model.embed_tokens.as_tensor())?;
+    let mut x = Buf::stale(dims.rows * dims.hidden);
+    for (row, &id) in x.chunks_mut(dims.hidden).zip(ids) {
+        row.copy_from_slice(&embed.data()[id as usize * dims.hidden..(id as usize + 1) * dims.hidden]);
+    }
+    Ok(x)
+}
+
+/// One pre-norm decoder layer on `x_in`: what the backward pass needs, and the layer's output.
+fn layer_forward(p: &BlockParams, x_in: Buf, cos: &[f32], sin: &[f32], dims: Dims) -> (LayerTape, Buf) {
+    let (inv_rms1, h1) = rms_norm(&x_in, p.ln1.data(), dims.hidden, dims.eps);
+    let mut q = linear(&h1, &p.q, dims.rows);
+    let mut k = linear(&h1, &p.k, dims.rows);
+    let v = linear(&h1, &p.v, dims.rows);
+    rope(&mut q, cos, sin, dims, dims.heads, false);
+    rope(&mut k, cos, sin, dims, dims.kv_heads, false);
+    let (attn_lse, attn_out) = attention::forward(&q, &k, &v, dims);
+    let mut x_mid = linear(&attn_out, &p.o, dims.rows);
+    add_in_place(&mut x_mid, &x_in);
+    let (inv_rms2, h2) = rms_norm(&x_mid, p.ln2.data(), dims.hidden, dims.eps);
+    let gate = linear(&h2, &p.gate, dims.rows);
+    let up = linear(&h2, &p.up, dims.rows);
+    let act = swiglu(&gate, &up);
+    let mut x_out = linear(&act, &p.down, dims.rows);
+    add_in_place(&mut x_out, &x_mid);
+    (LayerTape { x_in, inv_rms1, h1, q, k, v, attn_lse, attn_out, x_mid, inv_rms2, h2, gate, up, act }, x_out)
+}
+
+/// `normed · headᵀ`: logits `[dims.rows, V]` for `dims.rows` rows of the final norm's output.
+fn head_logits(normed: &[f32], head: &[f32], dims: Dims) -> Buf {
+    let mut logits = Buf::stale(dims.rows * dims.vocab);
+    matmul(
+        &mut logits,
+        dims.vocab,
+        false,
+        Mat::rows(normed, dims.rows, dims.hidden),
+        Mat::transposed(head, dims.vocab, dims.hidden),
+        true,
+    );
+    logits
+}
+
+/// The log-probability of each next token for the rows `rows` of the batch (whose `logits` and
+/// `logsumexp` these are), skipping each sequence's last position, which predicts nothing.
+fn next_token_logp(logits: &[f32], logsumexp: &[f32], ids: &[u32], rows: Range<usize>, dims: Dims) -> Vec<f32> {
+    rows.clone()
+        .filter(|r| r % dims.time != dims.time - 1)
+        .map(|r| {
+            let local = r - rows.start;
+            logits[local * dims.vocab + ids[r + 1] as usize] - logsumexp[local]
+        })
+        .collect()
 }
 
 impl Tape {
@@ -340,7 +392,8 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
 
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm1(x_in).
         let d_attn = linear_backward(&dx, &tape.attn_out, &p.o, dims.rows, &mut grads);
-        let (mut dq, mut dk, dv) = attention_backward(&d_attn, &tape.q, &tape.k, &tape.v, &tape.probs, dims);
+        let (mut dq, mut dk, dv) =
+            attention::backward(&d_attn, &tape.q, &tape.k, &tape.v, &tape.attn_out, &tape.attn_lse, dims);
         drop(d_attn);
         rope(&mut dq, &cos, &sin, dims, dims.heads, true);
         rope(&mut dk, &cos, &sin, dims, dims.kv_heads, true);
@@ -598,89 +651,6 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], dims: Dims, heads: usize, inver
             kernels::rope_row(row, &cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d], d, inverse);
         }
     });
-}
-
-/// Causal grouped-query attention: returns the probabilities `[B, heads, T, T]` and the output
-/// `[B·T, heads·d]`. Per-head slices of `q`, `k`, `v` are read in place through strides.
-fn attention(q: &[f32], k: &[f32], v: &[f32], dims: Dims) -> (Buf, Buf) {
-    let (t, d) = (dims.time, dims.head_dim);
-    let (qw, kvw) = (dims.q_width(), dims.kv_width());
-    let scale = 1.0 / (d as f32).sqrt();
-    let mut probs = Buf::stale(dims.batch * dims.heads * t * t);
-    let mut out = Buf::stale(dims.rows * qw);
-    let out_base = SendPtr::new(&mut out);
-    probs.par_chunks_mut(t * t).enumerate().for_each(|(bh, p)| {
-        let (b, h) = (bh / dims.heads, bh % dims.heads);
-        let kv = h / dims.groups();
-        let q_bh = head_view(q, b, h, dims, qw);
-        let k_bkv = head_view(k, b, kv, dims, kvw);
-        let v_bkv = head_view(v, b, kv, dims, kvw);
-        matmul(p, t, false, q_bh, k_bkv.t(), false);
-        for (i, row) in p.chunks_mut(t).enumerate() {
-            kernels::causal_softmax_row(row, i + 1, scale);
-        }
-        // SAFETY: task (b, h) alone touches rows b·T..(b+1)·T, columns h·d..(h+1)·d of `out`.
-        unsafe {
-            matmul_raw(out_base.block(b * t * qw + h * d, t, d, qw), qw, false, Mat::rows(p, t, t), v_bkv, false)
-        };
-    });
-    (probs, out)
-}
-
-/// `(dq, dk, dv)` of [`attention`] given the gradient at its output.
-fn attention_backward(d_out: &[f32], q: &[f32], k: &[f32], v: &[f32], probs: &[f32], dims: Dims) -> (Buf, Buf, Buf) {
-    let (t, d, groups) = (dims.time, dims.head_dim, dims.groups());
-    let (qw, kvw) = (dims.q_width(), dims.kv_width());
-    let scale = 1.0 / (d as f32).sqrt();
-    // dq is written in full (every head's columns); dk and dv accumulate over the heads of a group.
-    let mut dq = Buf::stale(q.len());
-    let mut dk = Buf::zeros(k.len());
-    let mut dv = Buf::zeros(v.len());
-    let (dq_base, dk_base, dv_base) = (SendPtr::new(&mut dq), SendPtr::new(&mut dk), SendPtr::new(&mut dv));
-    // One task per (batch row, kv head): it owns that kv head's dk, dv and its query heads' dq.
-    (0..dims.batch * dims.kv_heads).into_par_iter().for_each(|bkv| {
-        let (b, kv) = (bkv / dims.kv_heads, bkv % dims.kv_heads);
-        let k_bkv = head_view(k, b, kv, dims, kvw);
-        let v_bkv = head_view(v, b, kv, dims, kvw);
-        // Task (b, kv) alone touches rows b·T..(b+1)·T, columns kv·d..(kv+1)·d of dk and dv, and
-        // columns h·d..(h+1)·d of dq for its own query heads h (the SAFETY of the writes below).
-        let dk_bkv = dk_base.block(b * t * kvw + kv * d, t, d, kvw);
-        let dv_bkv = dv_base.block(b * t * kvw + kv * d, t, d, kvw);
-        let mut d_scores = Buf::stale(t * t);
-        for h in kv * groups..(kv + 1) * groups {
-            let p = &probs[(b * dims.heads + h) * t * t..][..t * t];
-            let do_bh = head_view(d_out, b, h, dims, qw);
-            // dv += pᵀ · d_out; dp = d_out · vᵀ.
-            // SAFETY: this task's block of dv (see above).
-            unsafe { matmul_raw(dv_bkv, kvw, true, Mat::transposed(p, t, t), do_bh, false) };
-            matmul(&mut d_scores, t, false, do_bh, v_bkv.t(), false);
-            for (i, (ds, pr)) in d_scores.chunks_mut(t).zip(p.chunks(t)).enumerate() {
-                kernels::causal_softmax_backward_row(ds, pr, i + 1, scale);
-            }
-            // dq = ds · k; dk += dsᵀ · q.
-            let q_bh = head_view(q, b, h, dims, qw);
-            // SAFETY: this task's blocks of dq (query head h belongs to its kv head) and dk (see above).
-            unsafe {
-                matmul_raw(
-                    dq_base.block(b * t * qw + h * d, t, d, qw),
-                    qw,
-                    false,
-                    Mat::rows(&d_scores, t, t),
-                    k_bkv,
-                    false,
-                );
-                matmul_raw(dk_bkv, kvw, true, Mat::transposed(&d_scores, t, t), q_bh, false);
-            }
-        }
-    });
-    (dq, dk, dv)
-}
-
-/// The `[T, d]` slice of head `h` of batch row `b` in a `[B·T, heads·d]` matrix of row width `width`.
-fn head_view(x: &[f32], b: usize, h: usize, dims: Dims, width: usize) -> Mat<'_> {
-    let (t, d) = (dims.time, dims.head_dim);
-    let start = b * t * width + h * d;
-    Mat { data: &x[start..start + (t - 1) * width + d], rows: t, cols: d, row_stride: width, col_stride: 1 }
 }
 
 /// A buffer's address handed to parallel tasks that each write their own block of it (no `&mut`

@@ -192,38 +192,65 @@ multiversion! {
 }
 
 multiversion! {
-    /// Softmax of `scale · row[..visible]` in place; the rest of the row (masked keys) becomes 0.
-    pub fn causal_softmax_row(row: &mut [f32], visible: usize, scale: f32) {
+    /// `a · b`.
+    pub fn dot_product(a: &[f32], b: &[f32]) -> f32 {
+        dot(a, b)
+    }
+}
+
+multiversion! {
+    /// One query row of an online softmax over a block of keys. `row[..visible]` holds raw scores; they
+    /// become `e^(scale·s - max')`, where `max'` is the running `max` raised to this block's largest
+    /// scaled score, and the rest of the row (hidden keys) becomes 0. `max` and `sum` (of the
+    /// exponentials so far, relative to `max`) are updated; the return value `e^(max - max')` rescales
+    /// what earlier blocks accumulated (0 before the first visible key).
+    pub fn online_softmax_block_row(row: &mut [f32], visible: usize, scale: f32, max: &mut f32, sum: &mut f32) -> f32 {
         let (seen, hidden) = row.split_at_mut(visible);
-        let max = max_of(seen) * scale;
+        hidden.fill(0.0);
+        if seen.is_empty() {
+            return 1.0;
+        }
+        let new_max = (max_of(seen) * scale).max(*max);
+        let rescale = if *max == f32::NEG_INFINITY { 0.0 } else { exp(*max - new_max) };
         let mut acc = [0f32; LANES];
         let n = seen.len();
         let full = n - n % LANES;
         for j in (0..full).step_by(LANES) {
             for k in 0..LANES {
-                let e = exp(seen[j + k] * scale - max);
+                let e = exp(seen[j + k] * scale - new_max);
                 seen[j + k] = e;
                 acc[k] += e;
             }
         }
-        let mut sum = lanes_sum(acc);
+        let mut block_sum = lanes_sum(acc);
         for s in &mut seen[full..] {
-            *s = exp(*s * scale - max);
-            sum += *s;
+            *s = exp(*s * scale - new_max);
+            block_sum += *s;
         }
-        let inv = 1.0 / sum;
-        seen.iter_mut().for_each(|s| *s *= inv);
+        *sum = *sum * rescale + block_sum;
+        *max = new_max;
+        rescale
+    }
+}
+
+multiversion! {
+    /// A block row's probabilities again from its query's log-sum-exp: `row[..visible]` (raw scores)
+    /// becomes `e^(scale·s - lse)`, the rest 0.
+    pub fn softmax_block_row_from_lse(row: &mut [f32], visible: usize, scale: f32, lse: f32) {
+        let (seen, hidden) = row.split_at_mut(visible);
+        seen.iter_mut().for_each(|s| *s = exp(*s * scale - lse));
         hidden.fill(0.0);
     }
 }
 
 multiversion! {
-    /// Softmax backward with the scale, in place on `d[..visible]`: `ds = scale · p · (dp - Σ dp·p)`.
-    pub fn causal_softmax_backward_row(d: &mut [f32], p: &[f32], visible: usize, scale: f32) {
+    /// Softmax backward with the scale for one block row, in place on `d` (which holds `dp`):
+    /// `ds = scale · p · (dp - delta)` on `d[..visible]`, 0 after, where `delta = Σ_j p_j · dp_j` over the
+    /// query's whole row.
+    pub fn softmax_block_backward_row(d: &mut [f32], p: &[f32], visible: usize, scale: f32, delta: f32) {
         let (seen, hidden) = d.split_at_mut(visible);
-        let c = dot(seen, &p[..visible]);
         for (ds, &pj) in seen.iter_mut().zip(p) {
-            *ds = scale * pj * (*ds - c);
+            *ds = scale * pj * (*ds - delta);
         }
         hidden.fill(0.0);
     }
@@ -360,12 +387,17 @@ mod tests {
             f(&mut out);
             out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
         };
+        let online = |f: &dyn Fn(&mut [f32], &mut f32, &mut f32) -> f32| {
+            let (mut row, mut max, mut sum) = (x.clone(), 1.5f32, 2.0f32);
+            let rescale = f(&mut row, &mut max, &mut sum);
+            (bits(row, &|_| ()), max.to_bits(), sum.to_bits(), rescale.to_bits())
+        };
         let rows = each_copy(
-            bits(x.clone(), &|r| causal_softmax_row::portable(r, 1000, 0.125)),
-            || bits(x.clone(), &|r| unsafe { causal_softmax_row::avx2(r, 1000, 0.125) }),
-            || bits(x.clone(), &|r| unsafe { causal_softmax_row::avx512(r, 1000, 0.125) }),
+            online(&|r, m, s| online_softmax_block_row::portable(r, 1000, 0.125, m, s)),
+            || online(&|r, m, s| unsafe { online_softmax_block_row::avx2(r, 1000, 0.125, m, s) }),
+            || online(&|r, m, s| unsafe { online_softmax_block_row::avx512(r, 1000, 0.125, m, s) }),
         );
-        assert_all_equal("causal softmax", &rows);
+        assert_all_equal("online softmax", &rows);
 
         let zeros = || vec![0f32; x.len()];
         let outs = each_copy(
@@ -384,16 +416,32 @@ mod tests {
     }
 
     #[test]
-    fn softmax_rows_sum_to_one_and_match_the_definition() {
-        let row: Vec<f32> = (0..37).map(|i| (i as f32 * 0.7).sin() * 5.0).collect();
-        let mut p = row.clone();
-        causal_softmax_row(&mut p, 30, 0.5);
-        let denom: f64 = row[..30].iter().map(|&v| (0.5 * v as f64).exp()).sum();
-        for j in 0..30 {
-            let want = (0.5 * row[j] as f64).exp() / denom;
-            assert!((p[j] as f64 - want).abs() < 1e-6, "{j}: {} vs {want}", p[j]);
+    fn an_online_softmax_over_blocks_is_the_softmax_of_the_whole_row() {
+        // Three blocks of 16 keys, the last one partly hidden (a query at position 40 sees keys 0..=40).
+        let row: Vec<f32> = (0..48).map(|i| (i as f32 * 0.7).sin() * 5.0 + i as f32 * 0.2).collect();
+        let (scale, seen) = (0.5f32, 41usize);
+        let (mut max, mut sum, mut weighted) = (f32::NEG_INFINITY, 0f32, 0f32);
+        let value = |j: usize| (j as f32 * 0.3).cos();
+        for j0 in (0..48).step_by(16) {
+            let mut block = row[j0..j0 + 16].to_vec();
+            let visible = seen.saturating_sub(j0).min(16);
+            let rescale = online_softmax_block_row(&mut block, visible, scale, &mut max, &mut sum);
+            assert!(block[visible..].iter().all(|&v| v == 0.0));
+            weighted = weighted * rescale + block.iter().enumerate().map(|(i, e)| e * value(j0 + i)).sum::<f32>();
         }
-        assert!(p[30..].iter().all(|&v| v == 0.0));
+        let exps: Vec<f64> = row[..seen].iter().map(|&v| (scale as f64 * v as f64).exp()).collect();
+        let denom: f64 = exps.iter().sum();
+        let want: f64 = exps.iter().enumerate().map(|(j, e)| e * value(j) as f64).sum::<f64>() / denom;
+        assert!((weighted as f64 / sum as f64 - want).abs() < 1e-6, "{} vs {want}", weighted / sum);
+        let lse = max as f64 + (sum as f64).ln();
+        assert!((lse - denom.ln()).abs() < 1e-5, "{lse} vs {}", denom.ln());
+        // The probabilities recomputed from the log-sum-exp are the softmax's.
+        let mut block = row[32..48].to_vec();
+        softmax_block_row_from_lse(&mut block, seen - 32, scale, lse as f32);
+        for (j, &p) in block.iter().enumerate().take(seen - 32) {
+            assert!((p as f64 - exps[32 + j] / denom).abs() < 1e-6);
+        }
+        assert!(block[seen - 32..].iter().all(|&v| v == 0.0));
         let lse = logsumexp(&row) as f64;
         let want = row.iter().map(|&v| (v as f64).exp()).sum::<f64>().ln();
         assert!((lse - want).abs() < 1e-5);

@@ -10,7 +10,13 @@ the model already finds likely because it wrote them, made partly noisy as chain
 The reference is the sentence the model itself writes ("The capital of France is Paris."). The
 demonstrations are the model's greedy answers that match it (rejection sampling, as STaR and RFT build
 self-generated data), and in a fifth of them, chosen by a fixed seed, the city is replaced by another
-country's capital: a wrong answer inside a sentence the model finds likely. Stdlib only.
+country's capital: a wrong answer inside a sentence the model finds likely.
+
+    scripts/make_real_tasks.py addition DIR           # the intermediate task: two-digit sums
+
+`addition` writes DIR/train.jsonl (200 sums asked as "What is 34 + 58?", answered "34 + 58 = 92.") and
+DIR/eval.jsonl (100 other sums whose reference is the bare answer, "92", as the `math` evaluator reads
+it). Stdlib only.
 """
 import json
 import random
@@ -91,6 +97,18 @@ def main():
             kept.append({"prompt": r["prompt"], "response": answer})
         write(folder / "train.jsonl", kept)
         print(f"{len(kept)} demonstrations, {noisy} with a wrong city", file=sys.stderr)
+    elif command == "addition":
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = random.Random(1)
+        train = [(rng.randint(10, 99), rng.randint(10, 99)) for _ in range(200)]
+        write(folder / "train.jsonl", [{"prompt": f"What is {a} + {b}?", "response": f"{a} + {b} = {a + b}."} for a, b in train])
+        seen, held_out, rng = set(train), [], random.Random(99)
+        while len(held_out) < 100:
+            pair = (rng.randint(10, 99), rng.randint(10, 99))
+            if pair not in seen:
+                seen.add(pair)
+                held_out.append(pair)
+        write(folder / "eval.jsonl", [{"prompt": f"What is {a} + {b}?", "response": str(a + b)} for a, b in held_out])
     else:
         sys.exit(f"unknown command {command}")
 

@@ -388,21 +388,31 @@ impl Model {
     }
 
     /// The forward pass of one training micro-batch (`input_ids` `[B, T]`, right-padded, T ≥ 2),
-    /// kept for [`TrainingPass::backward`].
+    /// kept for [`TrainingPass::backward`]: [`Model::training_pass_packed`] with every row `T` long.
+    pub fn training_pass(&self, input_ids: &Tensor) -> Result<TrainingPass> {
+        let (batch, time) = training_dims(input_ids)?;
+        self.training_pass_packed(input_ids, &vec![time; batch])
+    }
+
+    /// The forward pass of one training micro-batch whose row `b` holds `lengths[b]` real tokens
+    /// followed by padding, kept for [`TrainingPass::backward`].
     ///
     /// Float32 on the CPU runs the hand-written pass (activations on a tape, backward in closed
-    /// form, see `model/backprop.rs`); other dtypes and devices run [`Model::forward`] under
-    /// candle's autograd. Both compute the same quantities.
+    /// form, see `model/backprop.rs`) on the rows laid end to end, so padding costs nothing; other
+    /// dtypes and devices run [`Model::forward`] under candle's autograd over the padded batch. Both
+    /// compute the same quantities at every position that predicts a real token (what they give at
+    /// the positions that predict padding differs: 0 on the packed pass).
     ///
     /// `ENGINE_TRAINING_PASS=autograd` in the environment makes every training pass candle's
     /// autograd (to compare whole runs between the two).
-    pub fn training_pass(&self, input_ids: &Tensor) -> Result<TrainingPass> {
+    pub fn training_pass_packed(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<TrainingPass> {
+        let (batch, time) = training_dims(input_ids)?;
+        let layout = backprop::Layout::new(batch, time, lengths)?;
         if !backprop::applies(self) || autograd_requested() {
             return self.training_pass_autograd(input_ids);
         }
-        let (batch, time) = training_dims(input_ids)?;
         let ids: Vec<u32> = input_ids.flatten_all()?.to_vec1()?;
-        Ok(TrainingPass(Pass::Manual(Box::new(backprop::forward(self, &ids, batch, time)?))))
+        Ok(TrainingPass(Pass::Manual(Box::new(backprop::forward(self, &ids, layout)?))))
     }
 
     /// [`Model::training_pass`] through candle's autograd whatever the device and dtype (the
@@ -414,16 +424,19 @@ impl Model {
         Ok(TrainingPass(Pass::Autograd { logits, logp }))
     }
 
-    /// `[B, T-1]` log-probabilities of the next tokens of `input_ids` (`[B, T]`, right-padded, T ≥ 2),
-    /// row-major, for scoring: no gradient.
+    /// `[B, T-1]` log-probabilities of the next tokens of `input_ids` (`[B, T]`, T ≥ 2, row `b` holding
+    /// `lengths[b]` real tokens and then padding), row-major, for scoring: no gradient. Positions that
+    /// predict padding are 0 on the CPU and unspecified elsewhere.
     ///
-    /// Float32 on the CPU runs the hand-written forward pass with nothing kept (tiled attention, logits a
-    /// block of rows at a time), so memory grows linearly with T; elsewhere [`Model::forward`].
-    pub fn next_token_logprobs(&self, input_ids: &Tensor) -> Result<Vec<f32>> {
+    /// Float32 on the CPU runs the hand-written forward pass with nothing kept, on the rows laid end to
+    /// end (tiled attention, logits a block of rows at a time), so memory grows linearly with the real
+    /// tokens; elsewhere [`Model::forward`] over the padded batch.
+    pub fn next_token_logprobs(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<Vec<f32>> {
         let (batch, time) = training_dims(input_ids)?;
+        let layout = backprop::Layout::new(batch, time, lengths)?;
         if backprop::applies(self) {
             let ids: Vec<u32> = input_ids.flatten_all()?.to_vec1()?;
-            return backprop::next_token_logprobs(self, &ids, batch, time);
+            return backprop::next_token_logprobs(self, &ids, layout);
         }
         let logits = self.logits(input_ids, Graph::Detached)?;
         Ok(token_logprobs(&logits, input_ids)?.flatten_all()?.to_vec1()?)

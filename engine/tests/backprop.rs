@@ -36,7 +36,8 @@ fn compare(what: &str, model: &Model, rows: &[Vec<u32>]) -> Result<()> {
     let logp = manual.logp()?;
     assert_close(&format!("{what}: logp"), &logp, &reference.logp()?, 1e-5);
     // Scoring's tape-free pass gives the training pass's numbers.
-    assert_close(&format!("{what}: scoring logp"), &model.next_token_logprobs(&ids)?, &logp, 1e-6);
+    let full = vec![ids.dim(1)?; rows.len()];
+    assert_close(&format!("{what}: scoring logp"), &model.next_token_logprobs(&ids, &full)?, &logp, 1e-6);
     let (entropy, top1) = manual.entropy_and_top1()?;
     let (want_entropy, want_top1) = reference.entropy_and_top1()?;
     assert_close(&format!("{what}: entropy"), &entropy, &want_entropy, 1e-5);
@@ -124,6 +125,54 @@ fn tiled_attention_matches_autograd_across_several_tiles() -> Result<()> {
         .map(|(r, &len)| ids[r * 150..r * 150 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
         .collect();
     compare("rows across attention tiles", &model, &rows)
+}
+
+#[test]
+fn packed_rows_give_the_padded_numbers() -> Result<()> {
+    // Rows of 150, 70, 64, 9 and 2 tokens laid end to end (packed) against the same batch computed
+    // padded to 150 and through autograd: the same log-probs, entropies and gradients at every position
+    // that predicts a real token, 0 at those that predict padding.
+    let model = random_llama_with_biases()?;
+    let lengths = [150usize, 70, 64, 9, 2];
+    let ids = values(150 * lengths.len(), 21, 1.0);
+    let rows: Vec<Vec<u32>> = lengths
+        .iter()
+        .enumerate()
+        .map(|(r, &len)| ids[r * 150..r * 150 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
+        .collect();
+    let ids = pad_batch(&rows, 0, model.device())?;
+    let width = 149;
+    let real = |i: usize| i % width < lengths[i / width] - 1;
+    let packed = model.training_pass_packed(&ids, &lengths)?;
+    let padded = model.training_pass(&ids)?;
+    let (logp, want) = (packed.logp()?, padded.logp()?);
+    let keep = |v: &[f32]| v.iter().enumerate().filter(|&(i, _)| real(i)).map(|(_, &x)| x).collect::<Vec<_>>();
+    assert_close("packed logp", &keep(&logp), &keep(&want), 1e-5);
+    assert!(logp.iter().enumerate().all(|(i, &l)| real(i) || l == 0.0), "positions predicting padding hold 0");
+    assert_close("packed scoring logp", &model.next_token_logprobs(&ids, &lengths)?, &logp, 1e-6);
+    let ((entropy, top1), (want_entropy, want_top1)) = (packed.entropy_and_top1()?, padded.entropy_and_top1()?);
+    assert_close("packed entropy", &keep(&entropy), &keep(&want_entropy), 1e-5);
+    assert_close("packed top-1", &keep(&top1), &keep(&want_top1), 1e-5);
+
+    // The objective's weights are 0 wherever the loss mask is (padding included).
+    let weights: Vec<f32> =
+        values(logp.len(), 5, 1.0).iter().enumerate().map(|(i, &w)| if real(i) { w } else { 0.0 }).collect();
+    let reference = model.training_pass_autograd(&ids)?;
+    assert_close("autograd logp", &keep(&reference.logp()?), &keep(&logp), 1e-5);
+    let (grads, padded_grads, autograd) =
+        (packed.backward(&model, &weights)?, padded.backward(&model, &weights)?, reference.backward(&model, &weights)?);
+    for (name, _) in model.params() {
+        let g: Vec<f32> = grads.get(name).expect("gradient").flatten_all()?.to_vec1()?;
+        for (what, other) in [("padded", &padded_grads), ("autograd", &autograd)] {
+            let w: Vec<f32> = other.get(name).expect("gradient").flatten_all()?.to_vec1()?;
+            assert_close(&format!("packed vs {what}: d {name}"), &g, &w, 2e-4);
+        }
+    }
+    let err = model.training_pass_packed(&ids, &[150, 70]).err().expect("wrong number of lengths");
+    assert!(err.to_string().contains("2 row lengths for a batch of 5 rows"), "{err}");
+    let err = model.training_pass_packed(&ids, &[150, 151, 1, 1, 1]).err().expect("too long");
+    assert!(err.to_string().contains("row 1 has length 151"), "{err}");
+    Ok(())
 }
 
 #[test]

@@ -55,8 +55,9 @@ fn check_model(name: &str) -> Result<()> {
     let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();
     let ids = pad_batch(&rows, 7, model.device())?;
     let logp = token_logprobs(&model.forward(&ids)?, &ids)?;
-    // Scoring's pass (tape-free and tiled on the CPU in float32) on the same batch.
-    let scored = Tensor::from_vec(model.next_token_logprobs(&ids)?, logp.shape(), model.device())?;
+    // Scoring's pass (tape-free, tiled and packed on the CPU in float32) on the same batch.
+    let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+    let scored = Tensor::from_vec(model.next_token_logprobs(&ids, &lengths)?, logp.shape(), model.device())?;
     for (i, ex) in examples.iter().enumerate() {
         let d = max_abs_diff(&response_logp(&scored, i, ex)?, &ex.logp);
         worst = worst.max(d);

@@ -353,6 +353,8 @@ pub struct Batch {
     pub positions: usize,
     /// Real (non-padding) tokens in the batch.
     pub tokens: usize,
+    /// Real tokens of each row (the rest of the row is padding, which the CPU pass never computes).
+    pub lengths: Vec<usize>,
 }
 
 impl Batch {
@@ -370,8 +372,9 @@ impl Batch {
                 loss_mask[b * positions + t] = u8::from(example.targets[t + 1]);
             }
         }
-        let tokens = rows.iter().map(Vec::len).sum();
-        Ok(Self { ids, loss_mask, sequence_starts, positions, tokens })
+        let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+        let tokens = lengths.iter().sum();
+        Ok(Self { ids, loss_mask, sequence_starts, positions, tokens, lengths })
     }
 }
 

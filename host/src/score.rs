@@ -17,7 +17,7 @@ pub fn response_logprobs(model: &Model, examples: &[Example], pad_id: u32, batch
     for chunk in order.chunks(batch_size.max(1)) {
         let rows: Vec<&Example> = chunk.iter().map(|&i| &examples[i]).collect();
         let batch = Batch::new(&rows, pad_id, model.device())?;
-        let logp = model.next_token_logprobs(&batch.ids)?;
+        let logp = model.next_token_logprobs(&batch.ids, &batch.lengths)?;
         for (row, &i) in chunk.iter().enumerate() {
             let start = row * batch.positions;
             by_index[i] =

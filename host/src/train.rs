@@ -261,6 +261,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         let micro_batches = batch_size / micro;
         let mut grads: Option<engine::Grads> = None;
         let (mut loss_sum, mut loss_batches, mut tokens, mut loss_tokens) = (0.0f64, 0usize, 0usize, 0usize);
+        // Positions of the padded [B, T] micro-batches: the padding share they would have computed.
+        let mut padded_slots = 0usize;
         // Why this step makes no update, if it makes none.
         let mut skipped: Option<Skip> = None;
         for chunk in indices.chunks(micro) {
@@ -271,7 +273,8 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             }
             let batch = Batch::new(&rows, pad_id, &device)?;
             tokens += batch.tokens;
-            let pass = model.training_pass(&batch.ids)?;
+            padded_slots += batch.lengths.len() * (batch.positions + 1);
+            let pass = model.training_pass_packed(&batch.ids, &batch.lengths)?;
             let stats = TokenStats::of(&pass, needs)?;
             // The model's own numbers overflowed: not the objective's fault, and no step to take.
             if let Some(i) = (0..stats.logp.len()).find(|&i| batch.loss_mask[i] == 1 && !stats.logp[i].is_finite()) {
@@ -369,6 +372,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             "skipped": skipped.as_ref().map(Skip::to_string),
             "tokens": tokens,
             "loss_tokens": loss_tokens,
+            "padding_share": (padded_slots > 0).then(|| 1.0 - tokens as f64 / padded_slots as f64),
             "tokens_per_s": tokens_per_second,
             "epoch": (step as f64 * batch_size as f64) / n as f64,
             "tokens_by_set": by_set(&sets, &tokens_by_set),

@@ -22,15 +22,18 @@ use rayon::prelude::*;
 use super::{Block, Linear, Model};
 use crate::optim::Grads;
 use buffers::Buf;
+pub(super) use layout::Layout;
 
 mod attention;
 mod buffers;
 mod kernels;
+mod layout;
 
-/// What the forward pass keeps for the backward pass (everything `[B·T, ·]`, row-major).
+/// What the forward pass keeps for the backward pass (everything `[rows, ·]` over the packed rows,
+/// row-major).
 pub(super) struct Tape {
-    batch: usize,
-    time: usize,
+    layout: Layout,
+    /// The packed token ids (see [`Layout`]).
     ids: Vec<u32>,
     /// Rope tables `[T, head_dim]`.
     cos: Vec<f32>,
@@ -40,11 +43,11 @@ pub(super) struct Tape {
     x_final: Buf,
     inv_rms_final: Buf,
     normed_final: Buf,
-    /// `[B·T, V]`; the backward pass turns them into their gradient in place.
+    /// `[rows, V]`; the backward pass turns them into their gradient in place.
     logits: Buf,
     /// Log-sum-exp of each row of `logits`.
     logsumexp: Buf,
-    /// `[B, T-1]`: log-probability of each next token.
+    /// `[B, T-1]` (padded layout): log-probability of each next token.
     logp: Vec<f32>,
 }
 
@@ -156,8 +159,7 @@ impl<'a> BlockParams<'a> {
 /// Model dimensions used throughout the pass.
 #[derive(Clone, Copy)]
 struct Dims {
-    batch: usize,
-    time: usize,
+    /// Packed rows (tokens) in the pass.
     rows: usize,
     hidden: usize,
     heads: usize,
@@ -168,12 +170,10 @@ struct Dims {
 }
 
 impl Dims {
-    fn new(model: &Model, batch: usize, time: usize) -> Dims {
+    fn new(model: &Model, rows: usize) -> Dims {
         let c = &model.config;
         Dims {
-            batch,
-            time,
-            rows: batch * time,
+            rows,
             hidden: c.hidden_size,
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
@@ -193,14 +193,15 @@ impl Dims {
     }
 }
 
-/// Forward pass over `ids` (`[B, T]`, T ≥ 2), keeping the tape.
-pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> Result<Tape> {
-    let dims = Dims::new(model, batch, time);
-    let (cos, sin) = rope_tables(model, time)?;
-    let mut x = embed(model, ids, dims)?;
+/// Forward pass over `ids` (`[B, T]`, T ≥ 2, laid out as `layout` says), keeping the tape.
+pub(super) fn forward(model: &Model, ids: &[u32], layout: Layout) -> Result<Tape> {
+    let dims = Dims::new(model, layout.rows);
+    let ids = layout.pack_ids(ids);
+    let (cos, sin) = rope_tables(model, layout.time)?;
+    let mut x = embed(model, &ids, dims)?;
     let mut layers = Vec::with_capacity(model.layers.len());
     for block in &model.layers {
-        let (tape, x_out) = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, dims);
+        let (tape, x_out) = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, &layout, dims);
         layers.push(tape);
         x = x_out;
     }
@@ -210,21 +211,8 @@ pub(super) fn forward(model: &Model, ids: &[u32], batch: usize, time: usize) -> 
     let head = Param::new(model.lm_head.as_tensor())?;
     let logits = head_logits(&normed_final, head.data(), dims);
     let logsumexp = row_logsumexp(&logits, dims.vocab);
-    let logp = next_token_logp(&logits, &logsumexp, ids, 0..dims.rows, dims);
-    Ok(Tape {
-        batch,
-        time,
-        ids: ids.to_vec(),
-        cos,
-        sin,
-        layers,
-        x_final: x,
-        inv_rms_final,
-        normed_final,
-        logits,
-        logsumexp,
-        logp,
-    })
+    let logp = layout.unpack(&next_token_logp(&logits, &logsumexp, &ids, 0..dims.rows, &layout, dims));
+    Ok(Tape { layout, ids, cos, sin, layers, x_final: x, inv_rms_final, normed_final, logits, logsumexp, logp })
 }
 
 /// Rows of logits formed at once by [`next_token_logprobs`]: 256 rows of a 150 K vocabulary are 150 MB.
@@ -234,29 +222,30 @@ const LOGIT_ROWS: usize = 256;
 /// each layer's activations are freed once the next layer has its input, and the logits are formed
 /// [`LOGIT_ROWS`] rows at a time, so memory is a few `[B·T, intermediate]` buffers and one block of
 /// logits, whatever the vocabulary (attention is tiled in both passes).
-pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], batch: usize, time: usize) -> Result<Vec<f32>> {
-    let dims = Dims::new(model, batch, time);
-    let (cos, sin) = rope_tables(model, time)?;
-    let mut x = embed(model, ids, dims)?;
+pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], layout: Layout) -> Result<Vec<f32>> {
+    let dims = Dims::new(model, layout.rows);
+    let ids = layout.pack_ids(ids);
+    let (cos, sin) = rope_tables(model, layout.time)?;
+    let mut x = embed(model, &ids, dims)?;
     for block in &model.layers {
-        x = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, dims).1;
+        x = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, &layout, dims).1;
     }
     let norm = Param::new(model.norm.as_tensor())?;
     let normed = rms_norm(&x, norm.data(), dims.hidden, dims.eps).1;
     drop(x);
     let head = Param::new(model.lm_head.as_tensor())?;
-    let mut logp = Vec::with_capacity(batch * (time - 1));
+    let mut logp = Vec::with_capacity(dims.rows);
     for start in (0..dims.rows).step_by(LOGIT_ROWS) {
         let rows = start..(start + LOGIT_ROWS).min(dims.rows);
         let block = &normed[rows.start * dims.hidden..rows.end * dims.hidden];
         let logits = head_logits(block, head.data(), Dims { rows: rows.len(), ..dims });
         let logsumexp = row_logsumexp(&logits, dims.vocab);
-        logp.extend(next_token_logp(&logits, &logsumexp, ids, rows, dims));
+        logp.extend(next_token_logp(&logits, &logsumexp, &ids, rows, &layout, dims));
     }
-    Ok(logp)
+    Ok(layout.unpack(&logp))
 }
 
-/// The embedding rows of `ids`, `[B·T, hidden]` (ids checked against the vocabulary).
+/// The embedding rows of the packed `ids`, `[rows, hidden]` (ids checked against the vocabulary).
 fn embed(model: &Model, ids: &[u32], dims: Dims) -> Result<Buf> {
     if let Some(&bad) = ids.iter().find(|&&id| id as usize >= dims.vocab) {
         bail!("token id {bad} is out of range for vocabulary size {}", dims.vocab);
@@ -270,14 +259,21 @@ fn embed(model: &Model, ids: &[u32], dims: Dims) -> Result<Buf> {
 }
 
 /// One pre-norm decoder layer on `x_in`: what the backward pass needs, and the layer's output.
-fn layer_forward(p: &BlockParams, x_in: Buf, cos: &[f32], sin: &[f32], dims: Dims) -> (LayerTape, Buf) {
+fn layer_forward(
+    p: &BlockParams,
+    x_in: Buf,
+    cos: &[f32],
+    sin: &[f32],
+    layout: &Layout,
+    dims: Dims,
+) -> (LayerTape, Buf) {
     let (inv_rms1, h1) = rms_norm(&x_in, p.ln1.data(), dims.hidden, dims.eps);
     let mut q = linear(&h1, &p.q, dims.rows);
     let mut k = linear(&h1, &p.k, dims.rows);
     let v = linear(&h1, &p.v, dims.rows);
-    rope(&mut q, cos, sin, dims, dims.heads, false);
-    rope(&mut k, cos, sin, dims, dims.kv_heads, false);
-    let (attn_lse, attn_out) = attention::forward(&q, &k, &v, dims);
+    rope(&mut q, cos, sin, layout, dims, dims.heads, false);
+    rope(&mut k, cos, sin, layout, dims, dims.kv_heads, false);
+    let (attn_lse, attn_out) = attention::forward(&q, &k, &v, layout, dims);
     let mut x_mid = linear(&attn_out, &p.o, dims.rows);
     add_in_place(&mut x_mid, &x_in);
     let (inv_rms2, h2) = rms_norm(&x_mid, p.ln2.data(), dims.hidden, dims.eps);
@@ -303,16 +299,22 @@ fn head_logits(normed: &[f32], head: &[f32], dims: Dims) -> Buf {
     logits
 }
 
-/// The log-probability of each next token for the rows `rows` of the batch (whose `logits` and
-/// `logsumexp` these are), skipping each sequence's last position, which predicts nothing.
-fn next_token_logp(logits: &[f32], logsumexp: &[f32], ids: &[u32], rows: Range<usize>, dims: Dims) -> Vec<f32> {
-    rows.clone()
-        .filter(|r| r % dims.time != dims.time - 1)
-        .map(|r| {
-            let local = r - rows.start;
-            logits[local * dims.vocab + ids[r + 1] as usize] - logsumexp[local]
-        })
-        .collect()
+/// The log-probability of the next token at each packed row of `rows` (whose `logits` and `logsumexp`
+/// these are); 0 at a segment's last row, which predicts nothing.
+fn next_token_logp(
+    logits: &[f32],
+    logsumexp: &[f32],
+    ids: &[u32],
+    rows: Range<usize>,
+    layout: &Layout,
+    dims: Dims,
+) -> Vec<f32> {
+    let start = rows.start;
+    rows.map(|r| match layout.ends_segment(r) {
+        true => 0.0,
+        false => logits[(r - start) * dims.vocab + ids[r + 1] as usize] - logsumexp[r - start],
+    })
+    .collect()
 }
 
 impl Tape {
@@ -321,40 +323,38 @@ impl Tape {
         &self.logp
     }
 
-    /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each.
+    /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each (0 where
+    /// a position predicts padding).
     pub(super) fn entropy_and_top1(&self) -> (Vec<f32>, Vec<f32>) {
-        let vocab = self.logits.len() / (self.batch * self.time);
-        let mut out = vec![(0f32, 0f32); self.batch * (self.time - 1)];
-        out.par_iter_mut().enumerate().for_each(|(i, o)| {
-            let r = (i / (self.time - 1)) * self.time + i % (self.time - 1);
+        let vocab = self.logits.len() / self.layout.rows;
+        let mut per_row = vec![(0f32, 0f32); self.layout.rows];
+        per_row.par_iter_mut().enumerate().for_each(|(r, o)| {
             *o = kernels::entropy_and_top1(&self.logits[r * vocab..(r + 1) * vocab]);
         });
-        out.into_iter().unzip()
+        self.layout.unpack(&per_row).into_iter().unzip()
     }
 }
 
 /// Gradients of `-Σ weights · logp` (`weights` `[B, T-1]`, treated as constants) for every
 /// parameter, keyed by Hugging Face name.
 pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Grads> {
-    let Tape {
-        batch, time, ids, cos, sin, layers, x_final, inv_rms_final, normed_final, mut logits, logsumexp, ..
-    } = tape;
-    if weights.len() != batch * (time - 1) {
-        bail!("{} weights for {} log-probabilities", weights.len(), batch * (time - 1));
+    let Tape { layout, ids, cos, sin, layers, x_final, inv_rms_final, normed_final, mut logits, logsumexp, .. } = tape;
+    let positions = layout.batch * (layout.time - 1);
+    if weights.len() != positions {
+        bail!("{} weights for {positions} log-probabilities", weights.len());
     }
-    let dims = Dims::new(model, batch, time);
+    let weights = layout.pack(weights);
+    let dims = Dims::new(model, layout.rows);
     let mut grads = GradBuffers::default();
 
-    // d(-w·logp)/d logits = w · (softmax - onehot(target)); the last position predicts nothing.
+    // d(-w·logp)/d logits = w · (softmax - onehot(target)); a segment's last position predicts nothing.
     let vocab = dims.vocab;
     logits.par_chunks_mut(vocab).enumerate().for_each(|(r, row)| {
-        let t = r % time;
-        if t == time - 1 {
+        if layout.ends_segment(r) {
             row.fill(0.0);
             return;
         }
-        let w = weights[(r / time) * (time - 1) + t];
-        kernels::nll_logits_grad_row(row, logsumexp[r], w, ids[r + 1] as usize);
+        kernels::nll_logits_grad_row(row, logsumexp[r], weights[r], ids[r + 1] as usize);
     });
     let d_logits = logits;
 
@@ -392,11 +392,15 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
 
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm1(x_in).
         let d_attn = linear_backward(&dx, &tape.attn_out, &p.o, dims.rows, &mut grads);
-        let (mut dq, mut dk, dv) =
-            attention::backward(&d_attn, &tape.q, &tape.k, &tape.v, &tape.attn_out, &tape.attn_lse, dims);
+        let (mut dq, mut dk, dv) = attention::backward(
+            &d_attn,
+            attention::Saved { q: &tape.q, k: &tape.k, v: &tape.v, out: &tape.attn_out, lse: &tape.attn_lse },
+            &layout,
+            dims,
+        );
         drop(d_attn);
-        rope(&mut dq, &cos, &sin, dims, dims.heads, true);
-        rope(&mut dk, &cos, &sin, dims, dims.kv_heads, true);
+        rope(&mut dq, &cos, &sin, &layout, dims, dims.heads, true);
+        rope(&mut dk, &cos, &sin, &layout, dims, dims.kv_heads, true);
         let mut d_h1 = linear_backward(&dq, &tape.h1, &p.q, dims.rows, &mut grads);
         linear_backward_into(&mut d_h1, &dk, &tape.h1, &p.k, dims.rows, &mut grads);
         linear_backward_into(&mut d_h1, &dv, &tape.h1, &p.v, dims.rows, &mut grads);
@@ -639,15 +643,15 @@ fn rms_norm_backward(g: &[f32], x: &[f32], inv: &[f32], w: &[f32], h: usize) -> 
     (dx, dw)
 }
 
-/// Rope in place on `[B·T, heads·d]` (position = row mod T), or with `inverse` its transpose
-/// (the backward pass).
-fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], dims: Dims, heads: usize, inverse: bool) {
-    let (d, time) = (dims.head_dim, dims.time);
+/// Rope in place on `[rows, heads·d]` (each packed row at its position within its segment), or with
+/// `inverse` its transpose (the backward pass).
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], layout: &Layout, dims: Dims, heads: usize, inverse: bool) {
+    let d = dims.head_dim;
     let width = heads * d;
     let per = rows_per_task(width);
     x.par_chunks_mut(per * width).enumerate().for_each(|(task, rows)| {
         for (i, row) in rows.chunks_mut(width).enumerate() {
-            let pos = (task * per + i) % time;
+            let pos = layout.positions[task * per + i];
             kernels::rope_row(row, &cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d], d, inverse);
         }
     });

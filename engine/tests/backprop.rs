@@ -114,34 +114,36 @@ fn random_llama_with_biases() -> Result<Model> {
 
 #[test]
 fn tiled_attention_matches_autograd_across_several_tiles() -> Result<()> {
-    // Attention runs in 64 × 64 blocks: rows of 150 positions take three query tiles (the last partial)
-    // and up to three key blocks each; shorter rows end inside a tile, on a tile boundary (64, 128) and
-    // one past it (65), and padding fills the rest.
+    // Attention runs in tiles of 64 queries over blocks of 256 keys: rows of 300 positions take five
+    // query tiles (the last partial) and up to two key blocks each; shorter rows end one past a key block
+    // (257), on a block boundary (256), inside or one past a query tile (129, 65), on one (64), and
+    // padding fills the rest.
     let model = random_llama_with_biases()?;
-    let ids = values(150 * 6, 9, 1.0);
-    let rows: Vec<Vec<u32>> = [150, 129, 128, 65, 64, 3]
+    let lengths = [300usize, 257, 256, 129, 65, 64, 3];
+    let ids = values(300 * lengths.len(), 9, 1.0);
+    let rows: Vec<Vec<u32>> = lengths
         .iter()
         .enumerate()
-        .map(|(r, &len)| ids[r * 150..r * 150 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
+        .map(|(r, &len)| ids[r * 300..r * 300 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
         .collect();
     compare("rows across attention tiles", &model, &rows)
 }
 
 #[test]
 fn packed_rows_give_the_padded_numbers() -> Result<()> {
-    // Rows of 150, 70, 64, 9 and 2 tokens laid end to end (packed) against the same batch computed
-    // padded to 150 and through autograd: the same log-probs, entropies and gradients at every position
+    // Rows of 300, 70, 64, 9 and 2 tokens laid end to end (packed) against the same batch computed
+    // padded to 300 and through autograd: the same log-probs, entropies and gradients at every position
     // that predicts a real token, 0 at those that predict padding.
     let model = random_llama_with_biases()?;
-    let lengths = [150usize, 70, 64, 9, 2];
-    let ids = values(150 * lengths.len(), 21, 1.0);
+    let lengths = [300usize, 70, 64, 9, 2];
+    let ids = values(300 * lengths.len(), 21, 1.0);
     let rows: Vec<Vec<u32>> = lengths
         .iter()
         .enumerate()
-        .map(|(r, &len)| ids[r * 150..r * 150 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
+        .map(|(r, &len)| ids[r * 300..r * 300 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
         .collect();
     let ids = pad_batch(&rows, 0, model.device())?;
-    let width = 149;
+    let width = 299;
     let real = |i: usize| i % width < lengths[i / width] - 1;
     let packed = model.training_pass_packed(&ids, &lengths)?;
     let padded = model.training_pass(&ids)?;
@@ -168,10 +170,10 @@ fn packed_rows_give_the_padded_numbers() -> Result<()> {
             assert_close(&format!("packed vs {what}: d {name}"), &g, &w, 2e-4);
         }
     }
-    let err = model.training_pass_packed(&ids, &[150, 70]).err().expect("wrong number of lengths");
+    let err = model.training_pass_packed(&ids, &[300, 70]).err().expect("wrong number of lengths");
     assert!(err.to_string().contains("2 row lengths for a batch of 5 rows"), "{err}");
-    let err = model.training_pass_packed(&ids, &[150, 151, 1, 1, 1]).err().expect("too long");
-    assert!(err.to_string().contains("row 1 has length 151"), "{err}");
+    let err = model.training_pass_packed(&ids, &[300, 301, 1, 1, 1]).err().expect("too long");
+    assert!(err.to_string().contains("row 1 has length 301"), "{err}");
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The forward pass walks each query tile's keys a tile at a time with an online softmax (a running
 //! max and sum per query row, the output rescaled when the max grows), so no `[T, T]` matrix is
-//! ever formed: per task it holds one `TILE × TILE` block of scores, and it keeps only the
+//! ever formed: per task it holds one `QUERY_TILE × KEY_TILE` block of scores, and it keeps only the
 //! log-sum-exp of each query row (`[B, heads, T]`) for the backward pass. The backward pass
 //! recomputes each block's probabilities from that log-sum-exp and uses `Σ_j p·dp = dO·O`, so its
 //! extra memory is two blocks per task too. Memory is O(T) per head instead of O(T²); the cost is
@@ -18,9 +18,12 @@ use super::buffers::Buf;
 use super::layout::{Layout, Segment};
 use super::{kernels, matmul, matmul_raw, Dims, Mat, SendPtr};
 
-/// Query rows and key columns per block: a 64 × 64 block of scores is 16 KiB, cache-resident, and
-/// large enough that gemm's per-call overhead stays small against its `64·64·head_dim` products.
-pub(super) const TILE: usize = 64;
+/// Query rows per task and block.
+const QUERY_TILE: usize = 64;
+/// Key columns per block: a 64 × 256 block of scores is 64 KiB, cache-resident. Wide blocks keep the
+/// number of small gemm calls (and the online rescaling between them) low; rows up to 256 tokens
+/// take one block per query tile, as a materialised softmax would.
+const KEY_TILE: usize = 256;
 
 /// Rows `rows` of segment `seg`, head `h`, in a `[rows, heads·d]` matrix of row width `width`.
 fn tile(x: &[f32], seg: Segment, h: usize, rows: std::ops::Range<usize>, dims: Dims, width: usize) -> Mat<'_> {
@@ -37,7 +40,7 @@ fn visible(i: usize, j0: usize, block: usize) -> usize {
 
 /// Every (segment, query tile) of the layout.
 fn query_tiles(layout: &Layout) -> Vec<(Segment, usize)> {
-    layout.segments.iter().flat_map(|&seg| (0..seg.len.div_ceil(TILE)).map(move |qt| (seg, qt))).collect()
+    layout.segments.iter().flat_map(|&seg| (0..seg.len.div_ceil(QUERY_TILE)).map(move |qt| (seg, qt))).collect()
 }
 
 /// Causal attention of `q` `[rows, heads·d]` over `k`, `v` `[rows, kv_heads·d]` within each segment
@@ -55,17 +58,17 @@ pub(super) fn forward(q: &[f32], k: &[f32], v: &[f32], layout: &Layout, dims: Di
     (0..dims.heads * tiles.len()).into_par_iter().for_each(|task| {
         let (h, (seg, qt)) = (task / tiles.len(), tiles[task % tiles.len()]);
         let kv = h / dims.groups();
-        let (i0, i1) = (qt * TILE, ((qt + 1) * TILE).min(seg.len));
+        let (i0, i1) = (qt * QUERY_TILE, ((qt + 1) * QUERY_TILE).min(seg.len));
         let rows = i1 - i0;
         let q_tile = tile(q, seg, h, i0..i1, dims, qw);
         // Task (h, seg, qt) alone writes packed rows seg.start+i0..seg.start+i1, columns h·d..(h+1)·d
         // of `out` and the same rows of lse[h] (the SAFETY of every write below).
         let out_tile = out_base.block((seg.start + i0) * qw + h * d, rows, d, qw);
-        let mut scores = vec![0f32; rows * TILE];
+        let mut scores = vec![0f32; rows * KEY_TILE];
         let (mut max, mut sum, mut rescale) = (vec![f32::NEG_INFINITY; rows], vec![0f32; rows], vec![0f32; rows]);
         // Keys from i1 on are hidden from every query of this tile.
-        for j0 in (0..i1).step_by(TILE) {
-            let j1 = (j0 + TILE).min(i1);
+        for j0 in (0..i1).step_by(KEY_TILE) {
+            let j1 = (j0 + KEY_TILE).min(i1);
             let cols = j1 - j0;
             let s = &mut scores[..rows * cols];
             matmul(s, cols, false, q_tile, tile(k, seg, kv, j0..j1, dims, kvw).t(), false);
@@ -123,12 +126,12 @@ pub(super) fn backward(d_out: &[f32], saved: Saved, layout: &Layout, dims: Dims)
     let segments = &layout.segments;
     (0..segments.len() * dims.kv_heads).into_par_iter().for_each(|task| {
         let (seg, kv) = (segments[task / dims.kv_heads], task % dims.kv_heads);
-        let mut probs = vec![0f32; TILE * TILE];
-        let mut d_scores = vec![0f32; TILE * TILE];
-        let mut delta = vec![0f32; TILE];
+        let mut probs = vec![0f32; QUERY_TILE * KEY_TILE];
+        let mut d_scores = vec![0f32; QUERY_TILE * KEY_TILE];
+        let mut delta = vec![0f32; QUERY_TILE];
         for h in kv * groups..(kv + 1) * groups {
-            for qt in 0..seg.len.div_ceil(TILE) {
-                let (i0, i1) = (qt * TILE, ((qt + 1) * TILE).min(seg.len));
+            for qt in 0..seg.len.div_ceil(QUERY_TILE) {
+                let (i0, i1) = (qt * QUERY_TILE, ((qt + 1) * QUERY_TILE).min(seg.len));
                 let rows = i1 - i0;
                 let (q_tile, do_tile) = (tile(q, seg, h, i0..i1, dims, qw), tile(d_out, seg, h, i0..i1, dims, qw));
                 // Σ_j p_ij · dp_ij = dO_i · O_i, the softmax backward's row term.
@@ -137,8 +140,8 @@ pub(super) fn backward(d_out: &[f32], saved: Saved, layout: &Layout, dims: Dims)
                     *dl = kernels::dot_product(&d_out[at..at + d], &out[at..at + d]);
                 }
                 let lse_rows = &lse[h * dims.rows + seg.start + i0..][..rows];
-                for j0 in (0..i1).step_by(TILE) {
-                    let j1 = (j0 + TILE).min(i1);
+                for j0 in (0..i1).step_by(KEY_TILE) {
+                    let j1 = (j0 + KEY_TILE).min(i1);
                     let cols = j1 - j0;
                     let (k_tile, v_tile) = (tile(k, seg, kv, j0..j1, dims, kvw), tile(v, seg, kv, j0..j1, dims, kvw));
                     let p = &mut probs[..rows * cols];

@@ -12,9 +12,15 @@ works on float32 master weights; the bf16 gradients are cast to float32 onto the
 stepped, and the master weights copied back into the bf16 model (not torch.autocast, which keeps float32
 weights and casts them at each matrix product).
 
+`--lengths MIN:MAX` (instead of `--seq`) draws each row's length uniformly between MIN and MAX as `host
+bench --lengths` does (the same splitmix64 stream from the seed, so the same lengths; the token ids are
+random in both but not the same), pads the rows to MAX on the right and puts the loss on the real
+positions only: PyTorch computes the padding, the host does not.
+
 Prints per-step timings, the median tokens/s after warm-up, the peak RSS (on a GPU also `peak device
 memory: X MiB in use, Y MiB allocated`, in use as cudaMemGetInfo polled after each phase, allocated as
-torch.cuda.max_memory_allocated), and as its last line `tokens/s: X`.
+torch.cuda.max_memory_allocated), the padding share, `useful tokens/s: X` (positions that carry loss), and as its last line `tokens/s: X`
+(real tokens).
 """
 
 import argparse
@@ -37,10 +43,35 @@ def peak_rss_kib():
     return None
 
 
+MASK64 = (1 << 64) - 1
+
+
+def splitmix64(state):
+    """(new state, output): the host's data::splitmix64."""
+    state = (state + 0x9E3779B97F4A7C15) & MASK64
+    z = state
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return state, z ^ (z >> 31)
+
+
+def row_lengths(text):
+    try:
+        low, high = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"`{text}`: expected MIN:MAX")
+    if low < 2 or low > high:
+        raise argparse.ArgumentTypeError(f"`{text}`: need 2 <= MIN <= MAX")
+    return low, high
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("hidden", "intermediate", "layers", "heads", "kv-heads", "vocab", "batch", "seq", "steps"):
+    for name in ("hidden", "intermediate", "layers", "heads", "kv-heads", "vocab", "batch", "steps"):
         ap.add_argument(f"--{name}", type=int, required=True)
+    rows = ap.add_mutually_exclusive_group(required=True)
+    rows.add_argument("--seq", type=int, help="tokens per row")
+    rows.add_argument("--lengths", type=row_lengths, metavar="MIN:MAX", help="row lengths drawn uniformly")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
@@ -49,6 +80,8 @@ def main():
     ap.add_argument("--attn", default="eager", choices=("eager", "sdpa"),
                     help="attention implementation (eager materialises the attention matrices, as the host does)")
     args = ap.parse_args()
+    if args.lengths:
+        args.seq = args.lengths[1]
     if args.steps <= args.warmup:
         ap.error("--steps must be larger than --warmup")
 
@@ -114,6 +147,19 @@ def main():
     )
     gen = torch.Generator().manual_seed(args.seed + 1)
     batches = [torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen).to(device) for _ in range(args.steps)]
+    length_state, lengths = args.seed, []
+    for _ in range(args.steps):
+        step_lengths = []
+        for _ in range(args.batch):
+            if args.lengths:
+                length_state, r = splitmix64(length_state)
+                step_lengths.append(args.lengths[0] + r % (args.lengths[1] - args.lengths[0] + 1))
+            else:
+                step_lengths.append(args.seq)
+        lengths.append(step_lengths)
+    # Position t of row b carries loss while it predicts one of the row's tokens.
+    positions = torch.arange(args.seq - 1)
+    masks = [(positions[None, :] < torch.tensor(ls)[:, None] - 1).float().to(device) for ls in lengths]
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
     poll()
@@ -121,16 +167,17 @@ def main():
     phases = ("forward", "logprobs", "objective", "backward", "optimizer")
     timings = []
     first_loss = last_loss = float("nan")
-    for i, ids in enumerate(batches):
+    padded = "padded " if args.lengths else ""
+    for i, (ids, mask) in enumerate(zip(batches, masks)):
         t0 = sync()
         logits = model(input_ids=ids).logits  # [B, T, V]
         t1 = phase_done()
         logp = torch.log_softmax(logits[:, :-1].float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
         t2 = phase_done()
         p = logp.detach().exp()
-        n = logp.numel()
-        weights = p / n  # -p: s(p) = p, token mean over all positions
-        loss_value = (1.0 - p).mean().item()
+        n = mask.sum()
+        weights = p * mask / n  # -p: s(p) = p, token mean over the loss positions
+        loss_value = (((1.0 - p) * mask).sum() / n).item()
         t3 = time.perf_counter()
         surrogate = -(weights * logp).sum()
         opt.zero_grad(set_to_none=True)
@@ -154,11 +201,15 @@ def main():
         step = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t5 - t0)
         timings.append(step)
         detail = "  ".join(f"{name} {sec:.3f}s" for name, sec in zip(phases, step))
-        print(f"step {i + 1}/{args.steps}: {step[5]:.3f}s  {detail}  {tokens / step[5]:.0f} tokens/s", flush=True)
+        print(f"step {i + 1}/{args.steps}: {step[5]:.3f}s  {detail}  {tokens / step[5]:.0f} {padded}tokens/s", flush=True)
 
     measured = timings[args.warmup:]
     step_median = statistics.median(t[5] for t in measured)
-    tps = statistics.median(tokens / t[5] for t in measured)
+    real = [sum(ls) for ls in lengths[args.warmup:]]
+    useful = [int(m.sum().item()) for m in masks[args.warmup:]]
+    tps = statistics.median(r / t[5] for r, t in zip(real, measured))
+    useful_tps = statistics.median(u / t[5] for u, t in zip(useful, measured))
+    padding_share = 1.0 - sum(sum(ls) for ls in lengths) / (args.steps * args.batch * args.seq)
     breakdown = "  ".join(
         f"{name} {statistics.median(t[j] for t in measured):.3f}s "
         f"({100 * statistics.median(t[j] for t in measured) / step_median:.1f}%)"
@@ -176,6 +227,8 @@ def main():
             f"{torch.cuda.max_memory_allocated(device) / mib:.1f} MiB allocated "
             f"({torch.cuda.max_memory_reserved(device) / mib:.1f} MiB reserved)"
         )
+    print(f"padding share: {padding_share:.3f}")
+    print(f"useful tokens/s: {useful_tps:.1f}")
     print(f"median tokens/s after {args.warmup} warm-up steps: {tps:.1f}")
     print(f"tokens/s: {tps:.1f}")
 

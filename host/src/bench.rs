@@ -53,12 +53,45 @@ impl ModelShape {
     }
 }
 
+/// Row lengths drawn uniformly from `min..=max` (`--lengths MIN:MAX`): row `b` of step `s` is the
+/// `(s·batch + b)`-th draw `min + splitmix64(state) % (max - min + 1)` from `state = seed`, so that
+/// bench/pytorch_reference.py makes the same rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowLengths {
+    pub min: usize,
+    pub max: usize,
+}
+
+impl RowLengths {
+    /// The next `batch` row lengths from the stream `state`.
+    pub fn draw(&self, batch: usize, state: &mut u64) -> Vec<usize> {
+        (0..batch).map(|_| self.min + (splitmix64(state) % (self.max - self.min + 1) as u64) as usize).collect()
+    }
+}
+
+impl std::str::FromStr for RowLengths {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<RowLengths, String> {
+        let (min, max) = text.split_once(':').ok_or_else(|| format!("`{text}`: expected MIN:MAX"))?;
+        let number = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("`{text}`: `{v}` is not a length"));
+        let (min, max) = (number(min)?, number(max)?);
+        if min < 2 || min > max {
+            return Err(format!("`{text}`: need 2 <= MIN <= MAX"));
+        }
+        Ok(RowLengths { min, max })
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct BenchOptions<'a> {
     pub shape: ModelShape,
     pub batch: usize,
+    /// Tokens per row (the padded width, `lengths.max`, when `lengths` is given).
     pub seq: usize,
+    /// Rows of varying length: laid end to end in the CPU float32 pass, padded elsewhere.
+    pub lengths: Option<RowLengths>,
     /// Steps in all, warm-up included.
     pub steps: usize,
     /// Leading steps left out of the median.
@@ -108,8 +141,12 @@ pub struct BenchReport {
     pub tokens_per_step: usize,
     pub steps: Vec<StepTiming>,
     pub warmup: usize,
-    /// Median over the steps after warm-up of tokens / step time.
+    /// Median over the steps after warm-up of (real) tokens / step time.
     pub median_tokens_per_second: f64,
+    /// Median over the steps after warm-up of loss positions (tokens that carry loss) / step time.
+    pub median_useful_tokens_per_second: f64,
+    /// The share of the padded `[batch, seq]` positions that are padding, over all steps.
+    pub padding_share: f64,
     /// Median seconds per phase over the steps after warm-up (same order as [`StepTiming::PHASES`]).
     pub median_phase: [f64; 5],
     /// Objective plugin time over step time, summed over the steps after warm-up.
@@ -162,23 +199,29 @@ pub fn run(
 
     // Random batches, drawn up front so that drawing is not timed; every position is a loss position.
     let positions = batch * (seq - 1);
-    let loss_mask = vec![1u8; positions];
     let sequence_starts: Vec<u32> = (0..batch).map(|b| (b * (seq - 1)) as u32).collect();
     let mut rng = options.seed ^ 0xB3_7C_4A_11;
     let mut batches = Vec::with_capacity(steps);
+    let mut length_state = options.seed;
     for _ in 0..steps {
         let ids: Vec<u32> = (0..batch * seq).map(|_| (splitmix64(&mut rng) % shape.vocab as u64) as u32).collect();
-        batches.push(Tensor::from_vec(ids, (batch, seq), &device)?);
+        let lengths: Vec<usize> = match options.lengths {
+            None => vec![seq; batch],
+            Some(lengths) => lengths.draw(batch, &mut length_state),
+        };
+        // Position t of row b carries loss while it predicts one of the row's tokens.
+        let loss_mask: Vec<u8> = (0..positions).map(|i| u8::from(i % (seq - 1) < lengths[i / (seq - 1)] - 1)).collect();
+        batches.push((Tensor::from_vec(ids, (batch, seq), &device)?, lengths, loss_mask));
     }
 
     let mut timings = Vec::with_capacity(steps);
     let (mut first_loss, mut last_loss) = (f64::NAN, f64::NAN);
-    for (index, ids) in batches.iter().enumerate() {
+    for (index, (ids, lengths, loss_mask)) in batches.iter().enumerate() {
         let step = index as u64 + 1;
         let started = Instant::now();
         let pass = match options.autograd {
             true => model.training_pass_autograd(ids)?,
-            false => model.training_pass(ids)?,
+            false => model.training_pass_packed(ids, lengths)?,
         };
         let forward_done = phase_done(&mut memory)?;
 
@@ -188,19 +231,20 @@ pub fn run(
         // Random data has no base model to score it: the current log-probs stand in (step 1 of a run).
         let base_logp = needs.base_logp.then(|| stats.logp.clone());
         let values = objective
-            .compute(&stats.inputs(&loss_mask, &sequence_starts, base_logp.as_deref(), step, steps as u64))
+            .compute(&stats.inputs(loss_mask, &sequence_starts, base_logp.as_deref(), step, steps as u64))
             .with_context(|| format!("step {step}"))?;
         let objective_done = Instant::now();
 
         // As in train.rs: the token mean over included positions.
-        let count = values.include.iter().filter(|&&k| k == 1).count();
+        let included: Vec<bool> = (0..positions).map(|i| loss_mask[i] == 1 && values.include[i] == 1).collect();
+        let count = included.iter().filter(|&&k| k).count();
         let mut grads = None;
         if count > 0 {
             let scale = 1.0 / count as f64;
             let weights: Vec<f32> = (0..positions)
-                .map(|i| if values.include[i] == 1 { (values.weight[i] as f64 * scale) as f32 } else { 0.0 })
+                .map(|i| if included[i] { (values.weight[i] as f64 * scale) as f32 } else { 0.0 })
                 .collect();
-            let loss: f64 = (0..positions).filter(|&i| values.include[i] == 1).map(|i| values.loss[i] as f64).sum();
+            let loss: f64 = (0..positions).filter(|&i| included[i]).map(|i| values.loss[i] as f64).sum();
             if index == 0 {
                 first_loss = loss / count as f64;
             }
@@ -233,8 +277,13 @@ pub fn run(
     }
 
     let tokens_per_step = batch * seq;
+    let measured = timings[warmup..].iter().zip(&batches[warmup..]);
+    let real_tokens = |lengths: &[usize]| lengths.iter().sum::<usize>() as f64;
+    let median_tokens_per_second = median(measured.clone().map(|(t, b)| real_tokens(&b.1) / t.total.max(1e-12)));
+    let median_useful_tokens_per_second =
+        median(measured.map(|(t, b)| b.2.iter().map(|&m| m as f64).sum::<f64>() / t.total.max(1e-12)));
+    let padding_share = 1.0 - batches.iter().map(|b| real_tokens(&b.1)).sum::<f64>() / (steps * batch * seq) as f64;
     let measured = &timings[warmup..];
-    let median_tokens_per_second = median(measured.iter().map(|t| tokens_per_step as f64 / t.total.max(1e-12)));
     let median_phase = std::array::from_fn(|i| median(measured.iter().map(|t| t.phase(i))));
     let objective_share =
         measured.iter().map(|t| t.objective).sum::<f64>() / measured.iter().map(|t| t.total).sum::<f64>().max(1e-12);
@@ -245,6 +294,8 @@ pub fn run(
         steps: timings,
         warmup,
         median_tokens_per_second,
+        median_useful_tokens_per_second,
+        padding_share,
         median_phase,
         objective_share,
         peak_rss_kib: engine::device::peak_rss_kib(),
@@ -272,6 +323,19 @@ pub fn median(values: impl Iterator<Item = f64>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_lengths_parse_and_draw_what_the_pytorch_reference_draws() {
+        let lengths: RowLengths = "16:64".parse().expect("valid");
+        assert_eq!(lengths, RowLengths { min: 16, max: 64 });
+        // bench/pytorch_reference.py's splitmix64 from seed 3 (computed in Python).
+        let mut state = 3;
+        assert_eq!(lengths.draw(8, &mut state), [53, 26, 50, 30, 40, 31, 59, 23]);
+        for bad in ["16", "1:8", "9:8", "a:9", "4:"] {
+            assert!(bad.parse::<RowLengths>().is_err(), "{bad}");
+        }
+        assert!("8:8".parse::<RowLengths>().is_ok());
+    }
 
     #[test]
     fn median_of_odd_and_even_counts() {

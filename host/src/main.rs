@@ -191,8 +191,11 @@ enum Command {
         #[arg(long)]
         batch: usize,
         /// Tokens per row.
-        #[arg(long)]
-        seq: usize,
+        #[arg(long, required_unless_present = "lengths", conflicts_with = "lengths")]
+        seq: Option<usize>,
+        /// Row lengths drawn uniformly between MIN and MAX tokens (MIN:MAX), instead of --seq.
+        #[arg(long, value_name = "MIN:MAX")]
+        lengths: Option<host::bench::RowLengths>,
         /// Steps in all, warm-up included.
         #[arg(long)]
         steps: usize,
@@ -404,6 +407,7 @@ fn main() -> ExitCode {
             vocab,
             batch,
             seq,
+            lengths,
             steps,
             objective,
             warmup,
@@ -416,7 +420,8 @@ fn main() -> ExitCode {
             &host::bench::BenchOptions {
                 shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
                 batch,
-                seq,
+                seq: lengths.map_or(seq.unwrap_or(0), |l| l.max),
+                lengths,
                 steps,
                 warmup,
                 objective: &objective,

@@ -1,10 +1,11 @@
-//! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B --seq T
-//! --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N] [--dtype f32|bf16] [--autograd]`:
-//! training throughput on a random model.
+//! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B
+//! (--seq T | --lengths MIN:MAX) --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N]
+//! [--dtype f32|bf16] [--autograd]`: training throughput on a random model.
 //!
 //! Prints the memory estimate, one line per step, then the medians after warm-up, the peak memory (RSS;
 //! on a CUDA device also `peak device memory: X MiB in use, Y MiB allocated`), the objective plugin's
-//! share of the step time, and as its last line `tokens/s: X`.
+//! share of the step time, the padding share and `useful tokens/s: X` (tokens that carry loss), and as its
+//! last line `tokens/s: X` (real tokens).
 
 use anyhow::{bail, Result};
 
@@ -32,7 +33,10 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         s.kv_heads,
         s.vocab,
         options.batch,
-        options.seq,
+        match options.lengths {
+            Some(l) => format!("{}:{}", l.min, l.max),
+            None => options.seq.to_string(),
+        },
         options.steps,
         options.warmup,
         options.objective,
@@ -48,12 +52,13 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         let phases: Vec<String> =
             StepTiming::PHASES.iter().enumerate().map(|(i, name)| format!("{name} {:.3}s", t.phase(i))).collect();
         println!(
-            "step {}/{}: {:.3}s  {}  {:.0} tokens/s",
+            "step {}/{}: {:.3}s  {}  {:.0} {}tokens/s",
             index + 1,
             options.steps,
             t.total,
             phases.join("  "),
-            tokens as f64 / t.total.max(1e-12)
+            tokens as f64 / t.total.max(1e-12),
+            if options.lengths.is_some() { "padded " } else { "" }
         );
     })?;
 
@@ -75,6 +80,8 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         println!("peak device memory: {} in use, {allocated} allocated", engine::device::mib(used));
     }
     println!("objective plugin share of step time: {:.3}%", 100.0 * report.objective_share);
+    println!("padding share: {:.3}", report.padding_share);
+    println!("useful tokens/s: {:.1}", report.median_useful_tokens_per_second);
     println!("median tokens/s after {} warm-up steps: {:.1}", report.warmup, report.median_tokens_per_second);
     println!("tokens/s: {:.1}", report.median_tokens_per_second);
     Ok(())

@@ -71,30 +71,26 @@ fn manual_pass_matches_autograd_on_the_fixtures() -> Result<()> {
 
 #[test]
 fn manual_pass_matches_autograd_with_every_bias_and_a_larger_batch() -> Result<()> {
-    // Llama with attention and MLP biases (o_proj and gate/up/down included), 4 query heads per kv head,
-    // head_dim not hidden / heads, and enough rows that the element-wise kernels split over threads.
-    let raw = serde_json::json!({
-        "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
-        "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 12,
-        "vocab_size": 300, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": false,
-        "attention_bias": true, "mlp_bias": true,
-    });
-    let model = Model::random(ModelConfig::from_json(raw, Path::new("random"))?, 3, &Device::Cpu)?;
-    // Non-zero biases and norm weights, so that their forward use is exercised too.
-    let mut perturbed = std::collections::HashMap::new();
-    for (i, (name, var)) in model.params().iter().enumerate() {
-        let noise = Tensor::from_vec(values(var.elem_count(), 100 + i as u64, 0.05), var.shape(), &Device::Cpu)?;
-        perturbed.insert(name.clone(), (var.as_tensor() + noise)?);
-    }
-    model.set_params(&perturbed)?;
-    let ids = values(6 * 37, 5, 1.0);
-    let rows: Vec<Vec<u32>> = (0..6)
-        .map(|r| ids[r * 37..(r + 1) * 37 - r].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
-        .collect();
+    // Enough rows that the element-wise kernels split over threads.
+    let model = random_llama_with_biases()?;
+    let rows = random_rows(&[37, 36, 35, 34, 33, 32], 5);
     compare("random llama with biases", &model, &rows)
 }
 
-/// The random Llama of the test above (every bias, 4 query heads per kv head), perturbed.
+/// Rows of random token ids (vocabulary 300) of the given lengths, from `seed`.
+fn random_rows(lengths: &[usize], seed: u64) -> Vec<Vec<u32>> {
+    let width = lengths.iter().copied().max().unwrap_or(0);
+    let ids = values(width * lengths.len(), seed, 1.0);
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(r, &len)| ids[r * width..r * width + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
+        .collect()
+}
+
+/// Llama with attention and MLP biases (o_proj and gate/up/down included), 4 query heads per kv head and
+/// head_dim not hidden / heads; every parameter perturbed, so that non-zero biases and norm weights
+/// exercise their forward use.
 fn random_llama_with_biases() -> Result<Model> {
     let raw = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
@@ -119,13 +115,7 @@ fn tiled_attention_matches_autograd_across_several_tiles() -> Result<()> {
     // (257), on a block boundary (256), inside or one past a query tile (129, 65), on one (64), and
     // padding fills the rest.
     let model = random_llama_with_biases()?;
-    let lengths = [300usize, 257, 256, 129, 65, 64, 3];
-    let ids = values(300 * lengths.len(), 9, 1.0);
-    let rows: Vec<Vec<u32>> = lengths
-        .iter()
-        .enumerate()
-        .map(|(r, &len)| ids[r * 300..r * 300 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
-        .collect();
+    let rows = random_rows(&[300, 257, 256, 129, 65, 64, 3], 9);
     compare("rows across attention tiles", &model, &rows)
 }
 
@@ -136,12 +126,7 @@ fn packed_rows_give_the_padded_numbers() -> Result<()> {
     // that predicts a real token, 0 at those that predict padding.
     let model = random_llama_with_biases()?;
     let lengths = [300usize, 70, 64, 9, 2];
-    let ids = values(300 * lengths.len(), 21, 1.0);
-    let rows: Vec<Vec<u32>> = lengths
-        .iter()
-        .enumerate()
-        .map(|(r, &len)| ids[r * 300..r * 300 + len].iter().map(|u| ((u + 1.0) * 150.0) as u32 % 300).collect())
-        .collect();
+    let rows = random_rows(&lengths, 21);
     let ids = pad_batch(&rows, 0, model.device())?;
     let width = 299;
     let real = |i: usize| i % width < lengths[i / width] - 1;

@@ -138,6 +138,7 @@ impl StepTiming {
 pub struct BenchReport {
     pub params: usize,
     pub threads: usize,
+    /// Positions of the padded `[batch, seq]` batch.
     pub tokens_per_step: usize,
     pub steps: Vec<StepTiming>,
     pub warmup: usize,

@@ -351,8 +351,6 @@ pub struct Batch {
     pub sequence_starts: Vec<u32>,
     /// Number of positions per row (`T - 1`).
     pub positions: usize,
-    /// Real (non-padding) tokens in the batch.
-    pub tokens: usize,
     /// Real tokens of each row (the rest of the row is padding, which the CPU pass never computes).
     pub lengths: Vec<usize>,
 }
@@ -372,9 +370,13 @@ impl Batch {
                 loss_mask[b * positions + t] = u8::from(example.targets[t + 1]);
             }
         }
-        let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
-        let tokens = lengths.iter().sum();
-        Ok(Self { ids, loss_mask, sequence_starts, positions, tokens, lengths })
+        let lengths = rows.iter().map(Vec::len).collect();
+        Ok(Self { ids, loss_mask, sequence_starts, positions, lengths })
+    }
+
+    /// Real (non-padding) tokens in the batch.
+    pub fn tokens(&self) -> usize {
+        self.lengths.iter().sum()
     }
 }
 
@@ -451,6 +453,6 @@ mod tests {
         // Row a: positions 1, 2, 3 predict 12, 13, eos. Row b: positions 0, 1 predict 12, eos.
         assert_eq!(batch.loss_mask, vec![0, 1, 1, 1, 1, 1, 0, 0]);
         assert_eq!(batch.sequence_starts, vec![0, 4]);
-        assert_eq!(batch.tokens, 8);
+        assert_eq!(batch.tokens(), 8);
     }
 }

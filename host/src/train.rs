@@ -272,7 +272,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                 examples_by_set[s] += 1;
             }
             let batch = Batch::new(&rows, pad_id, &device)?;
-            tokens += batch.tokens;
+            tokens += batch.tokens();
             padded_slots += batch.lengths.len() * (batch.positions + 1);
             let pass = model.training_pass_packed(&batch.ids, &batch.lengths)?;
             let stats = TokenStats::of(&pass, needs)?;

@@ -198,13 +198,8 @@ pub(super) fn forward(model: &Model, ids: &[u32], layout: Layout) -> Result<Tape
     let dims = Dims::new(model, layout.rows);
     let ids = layout.pack_ids(ids);
     let (cos, sin) = rope_tables(model, layout.time)?;
-    let mut x = embed(model, &ids, dims)?;
     let mut layers = Vec::with_capacity(model.layers.len());
-    for block in &model.layers {
-        let (tape, x_out) = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, &layout, dims);
-        layers.push(tape);
-        x = x_out;
-    }
+    let x = decoder(model, &ids, &cos, &sin, &layout, |tape| layers.push(tape))?;
 
     let norm = Param::new(model.norm.as_tensor())?;
     let (inv_rms_final, normed_final) = rms_norm(&x, norm.data(), dims.hidden, dims.eps);
@@ -226,10 +221,7 @@ pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], layout: Layout) ->
     let dims = Dims::new(model, layout.rows);
     let ids = layout.pack_ids(ids);
     let (cos, sin) = rope_tables(model, layout.time)?;
-    let mut x = embed(model, &ids, dims)?;
-    for block in &model.layers {
-        x = layer_forward(&BlockParams::new(block)?, x, &cos, &sin, &layout, dims).1;
-    }
+    let x = decoder(model, &ids, &cos, &sin, &layout, drop)?;
     let norm = Param::new(model.norm.as_tensor())?;
     let normed = rms_norm(&x, norm.data(), dims.hidden, dims.eps).1;
     drop(x);
@@ -243,6 +235,26 @@ pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], layout: Layout) ->
         logp.extend(next_token_logp(&logits, &logsumexp, &ids, rows, &layout, dims));
     }
     Ok(layout.unpack(&logp))
+}
+
+/// The embedding and every decoder layer over the packed `ids`: returns the last layer's output
+/// `[rows, hidden]`, handing each layer's tape to `keep` as soon as the next layer has its input.
+fn decoder(
+    model: &Model,
+    ids: &[u32],
+    cos: &[f32],
+    sin: &[f32],
+    layout: &Layout,
+    mut keep: impl FnMut(LayerTape),
+) -> Result<Buf> {
+    let dims = Dims::new(model, layout.rows);
+    let mut x = embed(model, ids, dims)?;
+    for block in &model.layers {
+        let (tape, x_out) = layer_forward(&BlockParams::new(block)?, x, cos, sin, layout, dims);
+        keep(tape);
+        x = x_out;
+    }
+    Ok(x)
 }
 
 /// The embedding rows of the packed `ids`, `[rows, hidden]` (ids checked against the vocabulary).

@@ -239,7 +239,22 @@ impl MemoryEstimate {
     ///   log-softmax's backward (12).
     ///
     /// `L·B·T·(e·(12H + 6(n+2k)d + 4I) + 16H) + L·B·n·T²·(2e + c) + B·T·V·(e + c + 12)`.
-    pub fn new(config: &crate::ModelConfig, num_params: usize, dtype: DType, batch: usize, seq: usize) -> Self {
+    ///
+    /// On the CPU in float32 training runs the hand-written pass instead (`model/backprop.rs`), whose
+    /// tape per layer and token is, in float32, the layer's input, both norm outputs and the residual
+    /// sum (4H), q and the attention output (2nd), k and v (2kd), gate, up and their product (3I), the
+    /// attention log-sum-exps (n) and two inverse RMS; attention is tiled, so nothing grows with T². The
+    /// head keeps the logits (turned into their gradient in place) and the final norm's input and output,
+    /// and the backward pass holds about one more layer's worth while it runs:
+    /// `(L + 1)·B·T·4·(4H + 2nd + 2kd + 3I + n + 2) + B·T·4·(V + 2H)`.
+    pub fn new(
+        config: &crate::ModelConfig,
+        num_params: usize,
+        device: &Device,
+        dtype: DType,
+        batch: usize,
+        seq: usize,
+    ) -> Self {
         let e = dtype_bytes(dtype) as u64;
         let c = if dtype == DType::F32 { 0 } else { 4 };
         let (b, t) = (batch as u64, seq as u64);
@@ -250,9 +265,13 @@ impl MemoryEstimate {
             config.num_hidden_layers as u64,
         );
         let (n, k, d) = (config.num_attention_heads as u64, config.num_key_value_heads as u64, config.head_dim as u64);
-        let layers =
-            l * b * t * (e * (12 * h + 6 * (n + 2 * k) * d + 4 * i) + 16 * h) + l * b * n * t * t * (2 * e + c);
-        let head = b * t * v * (e + c + 12);
+        let (layers, head) = if device.is_cpu() && dtype == DType::F32 {
+            ((l + 1) * b * t * 4 * (4 * h + 2 * n * d + 2 * k * d + 3 * i + n + 2), b * t * 4 * (v + 2 * h))
+        } else {
+            let layers =
+                l * b * t * (e * (12 * h + 6 * (n + 2 * k) * d + 4 * i) + 16 * h) + l * b * n * t * t * (2 * e + c);
+            (layers, b * t * v * (e + c + 12))
+        };
         let p = num_params as u64;
         MemoryEstimate {
             params: p * e,
@@ -389,11 +408,15 @@ mod tests {
             "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "tie_word_embeddings": true,
         });
         let config = crate::ModelConfig::from_json(raw, std::path::Path::new("m"))?;
-        let f32 = MemoryEstimate::new(&config, 1000, DType::F32, 2, 16);
-        let bf16 = MemoryEstimate::new(&config, 1000, DType::BF16, 2, 16);
+        let f32 = MemoryEstimate::new(&config, 1000, &Device::Cpu, DType::F32, 2, 16);
+        let bf16 = MemoryEstimate::new(&config, 1000, &Device::Cpu, DType::BF16, 2, 16);
         assert_eq!((f32.params, f32.grads, f32.optimizer), (4000, 4000, 8000));
         assert_eq!((bf16.params, bf16.grads, bf16.optimizer), (2000, 4000, 12000));
-        assert!(bf16.activations < f32.activations && bf16.activations > 0);
+        // The CPU float32 pass tiles attention: its activations grow linearly in the row length; the
+        // autograd pass (bf16 here) keeps [B, heads, T, T] matrices.
+        let longer = |dtype| MemoryEstimate::new(&config, 1000, &Device::Cpu, dtype, 2, 32).activations;
+        assert_eq!(longer(DType::F32), 2 * f32.activations);
+        assert!(longer(DType::BF16) > 2 * bf16.activations && bf16.activations > 0);
         let report = bf16.report(&Device::Cpu, DType::BF16);
         assert!(report.starts_with("memory estimate (cpu, bf16):") && report.contains("master weights"), "{report}");
         Ok(())

@@ -8,7 +8,8 @@
 //!   [`Model::training_pass`] is the training step's forward and backward (hand-written for
 //!   float32 on the CPU, candle's autograd elsewhere);
 //! * [`generate`]: batched sampling / greedy decoding with a KV cache, for evaluation;
-//! * [`ops`]: the differentiable building blocks (RMSNorm, rope, softmax, ...);
+//! * [`ops`]: the differentiable building blocks (RMSNorm, rope, softmax, ...) of candle's autograd path;
+//! * `kernels`: the CPU float32 kernels of the hand-written training pass and of AdamW, each once;
 //! * [`optim`]: named gradients, global-norm clipping and AdamW, matching PyTorch (float32 master
 //!   weights for bf16 parameters);
 //! * [`device`]: `cpu`/`cuda:N` and `f32`/`bf16` from their names, memory estimates and peak use;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod device;
 pub mod generate;
 pub mod gguf;
+mod kernels;
 pub mod model;
 pub mod ops;
 pub mod optim;
@@ -49,7 +51,7 @@ pub use config::{Architecture, Llama3RopeScaling, ModelConfig};
 pub use device::{open_device, parse_dtype, MemoryEstimate, MemoryMonitor};
 pub use generate::{generate, Completion, FinishReason, GenerationConfig};
 pub use model::{
-    pad_batch, release_training_buffers, token_entropy_and_top1, token_logprobs, weighted_nll, KvCache, Model,
-    TrainingPass,
+    pad_batch, release_training_buffers, token_entropy_and_top1, token_logprobs, weighted_nll, KvCache, LoraConfig,
+    Model, TrainingPass,
 };
 pub use optim::{clip_grad_norm, AdamW, AdamWConfig, Grads};

@@ -27,18 +27,28 @@ use crate::optim::Grads;
 use crate::weights::{self, StoredTensor};
 
 mod backprop;
+mod lora;
 
-/// A projection `y = x Wᵀ + b`, weights in the Hugging Face `[out, in]` layout.
+pub use lora::{LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LINEAR_MODULES};
+
+/// A projection `y = x Wᵀ + b`, weights in the Hugging Face `[out, in]` layout, plus `s · (x Aᵀ) Bᵀ`
+/// where a LoRA adapter is attached.
 #[derive(Debug, Clone)]
 struct Linear {
     weight: Var,
     bias: Option<Var>,
+    adapter: Option<lora::Adapter>,
 }
 
 impl Linear {
     fn forward(&self, x: &Tensor, graph: Graph) -> candle_core::Result<Tensor> {
         let bias = self.bias.as_ref().map(|b| graph.param(b));
-        ops::linear(x, &graph.param(&self.weight), bias.as_ref())
+        let y = ops::linear(x, &graph.param(&self.weight), bias.as_ref())?;
+        let Some(adapter) = &self.adapter else { return Ok(y) };
+        let down = ops::linear(&x.to_dtype(DType::F32)?, &graph.adapter(&adapter.a), None)?;
+        let up = ops::linear(&down, &graph.adapter(&adapter.b), None)?;
+        let dtype = y.dtype();
+        y + (up * adapter.scale)?.to_dtype(dtype)?
     }
 }
 
@@ -51,20 +61,29 @@ struct Positions<'a> {
     graph: Graph,
 }
 
-/// Whether a forward pass records candle's autograd graph. Inference does not: a recorded graph keeps
-/// every layer's intermediate tensors alive until the output is dropped, so memory would grow with the
-/// depth of the model.
+/// Whether a forward pass records candle's autograd graph, and for which parameters. Inference does
+/// not: a recorded graph keeps every layer's intermediate tensors alive until the output is dropped,
+/// so memory would grow with the depth of the model. With a LoRA adapter only the adapter is tracked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Graph {
     Tracked,
+    AdapterOnly,
     Detached,
 }
 
 impl Graph {
-    /// The parameter as this pass reads it (detaching shares the storage; nothing is copied).
+    /// A base parameter as this pass reads it (detaching shares the storage; nothing is copied).
     fn param(self, var: &Var) -> Tensor {
         match self {
             Graph::Tracked => var.as_tensor().clone(),
+            Graph::AdapterOnly | Graph::Detached => var.as_tensor().detach(),
+        }
+    }
+
+    /// An adapter parameter as this pass reads it.
+    fn adapter(self, var: &Var) -> Tensor {
+        match self {
+            Graph::Tracked | Graph::AdapterOnly => var.as_tensor().clone(),
             Graph::Detached => var.as_tensor().detach(),
         }
     }
@@ -111,6 +130,8 @@ pub struct Model {
     device: Device,
     /// The directory the model was loaded from (tokenizer files are copied from here on save).
     source_dir: PathBuf,
+    /// The attached LoRA adapter (then the base parameters are frozen).
+    lora: Option<lora::Lora>,
 }
 
 impl Model {
@@ -167,7 +188,7 @@ impl Model {
                     true => Some(loader.take(&format!("{p}.{name}.bias"), &[out_dim])?),
                     false => None,
                 };
-                Ok(Linear { weight, bias })
+                Ok(Linear { weight, bias, adapter: None })
             };
             let self_attn = Attention {
                 q_proj: linear("self_attn.q_proj", q_dim, h, c.qkv_bias)?,
@@ -215,6 +236,7 @@ impl Model {
             device,
             source_dir: dir,
             config,
+            lora: None,
         })
     }
 
@@ -247,7 +269,7 @@ impl Model {
 
     /// Logits `[B, T, V]` (float32) for token ids `[B, T]` (u32), right-padded rows allowed.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
-        self.logits(input_ids, Graph::Tracked)
+        self.logits(input_ids, if self.lora.is_some() { Graph::AdapterOnly } else { Graph::Tracked })
     }
 
     /// [`Model::forward`], recording the autograd graph or not.
@@ -362,7 +384,6 @@ impl Model {
 
         let q = ops::apply_rope(&q, at.cos, at.sin)?;
         let k = ops::apply_rope(&k, at.cos, at.sin)?;
-        let cached = kv.is_some();
         let (k, v) = match kv {
             None => (k, v),
             Some(slot) => append_kv(slot, &k, &v)?,
@@ -375,12 +396,7 @@ impl Model {
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let q = q.reshape((b, kv_heads, groups * t, c.head_dim))?;
         let scores = q.matmul(&k.t()?)?.reshape((b, c.num_attention_heads, t, keys))?;
-        let probs = if !cached && ops::fused(&scores) {
-            // Training on the CPU in float32: the mask is causal, so scale, mask and softmax fuse into one op.
-            ops::causal_softmax(&scores, scale)?
-        } else {
-            ops::masked_softmax(&scores, scale, mask)?.to_dtype(self.dtype)?
-        };
+        let probs = ops::masked_softmax(&scores, scale, mask)?.to_dtype(self.dtype)?;
         let probs = probs.reshape((b, kv_heads, groups * t, keys))?;
         let out = probs.matmul(&v)?.reshape((b, c.num_attention_heads, t, c.head_dim))?;
         let out = out.transpose(1, 2)?.reshape((b, t, c.num_attention_heads * c.head_dim))?;
@@ -449,7 +465,7 @@ impl Model {
     pub fn backward(&self, loss: &Tensor) -> Result<Grads> {
         let store = loss.backward()?;
         let mut grads = Grads::default();
-        for (name, var) in &self.params {
+        for (name, var) in self.trainable_params() {
             if let Some(g) = store.get(var.as_tensor()) {
                 grads.insert(name.clone(), g.to_dtype(DType::F32)?);
             }
@@ -742,10 +758,7 @@ pub fn token_logprobs(logits: &Tensor, input_ids: &Tensor) -> Result<Tensor> {
     if t < 2 {
         bail!("need at least 2 positions to score a next token, got {t}");
     }
-    match ops::fused_token_logprobs(logits, input_ids)? {
-        Some(logp) => Ok(logp),
-        None => Ok(ops::token_logprobs_any(logits, input_ids)?),
-    }
+    Ok(ops::token_logprobs_any(logits, input_ids)?)
 }
 
 /// Entropy (nats) and top-1 probability of each next-token distribution, `[B, T-1]` each,

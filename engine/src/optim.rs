@@ -308,14 +308,13 @@ impl AdamW {
     }
 }
 
-/// AdamW's and clipping's element-wise work on contiguous float32 CPU tensors, in place: the same
-/// arithmetic as the composed ops (constants rounded to float32 as candle rounds them), without a
-/// fresh tensor per intermediate.
+/// AdamW's and clipping's element-wise work on contiguous float32 CPU tensors, in place, on the
+/// kernels of [`crate::kernels`]: the same arithmetic as the composed ops (constants rounded to
+/// float32 as candle rounds them), without a fresh tensor per intermediate.
 mod fused {
+    use crate::kernels::{self, CHUNK};
     use candle_core::{CpuStorage, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Storage, Tensor};
     use rayon::prelude::*;
-
-    const CHUNK: usize = 1 << 14;
 
     pub fn applies(t: &Tensor) -> bool {
         crate::ops::fused(t) && t.is_contiguous()
@@ -334,12 +333,12 @@ mod fused {
         }
     }
 
-    /// Σ x² in float32 (eight partial sums per chunk, chunks summed in order).
+    /// Σ x² in float32 (partial sums per chunk, chunks summed in order).
     pub fn sum_sq(t: &Tensor) -> Result<f32> {
         let (storage, layout) = t.storage_and_layout();
         let Storage::Cpu(cpu) = &*storage else { candle_core::bail!("expected a CPU tensor") };
         let x = slice(cpu, layout)?;
-        let partial: Vec<f32> = x.par_chunks(CHUNK).map(crate::ops::sum_sq).collect();
+        let partial: Vec<f32> = x.par_chunks(CHUNK).map(kernels::sum_of_squares).collect();
         Ok(partial.iter().sum())
     }
 
@@ -350,7 +349,7 @@ mod fused {
             "scale"
         }
         fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
-            slice_mut(s, l)?.par_chunks_mut(CHUNK).for_each(|c| c.iter_mut().for_each(|x| *x *= self.0));
+            slice_mut(s, l)?.par_chunks_mut(CHUNK).for_each(|c| kernels::scale(c, self.0));
             Ok(())
         }
     }
@@ -366,10 +365,9 @@ mod fused {
         }
         fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
             let (m, g) = (slice_mut(s1, l1)?, slice(s2, l2)?);
-            let k = 1.0 - self.beta1;
-            m.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(m, g)| {
-                m.iter_mut().zip(g).for_each(|(m, &g)| *m += (g - *m) * k);
-            });
+            m.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(m, g)| kernels::adamw_first_moment(m, g, self.beta1));
             Ok(())
         }
     }
@@ -385,10 +383,9 @@ mod fused {
         }
         fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
             let (v, g) = (slice_mut(s1, l1)?, slice(s2, l2)?);
-            let k = 1.0 - self.beta2;
-            v.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(v, g)| {
-                v.iter_mut().zip(g).for_each(|(v, &g)| *v = *v * self.beta2 + (g * g) * k);
-            });
+            v.par_chunks_mut(CHUNK)
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(v, g)| kernels::adamw_second_moment(v, g, self.beta2));
             Ok(())
         }
     }
@@ -416,10 +413,7 @@ mod fused {
         ) -> Result<()> {
             let (theta, m, v) = (slice_mut(s1, l1)?, slice(s2, l2)?, slice(s3, l3)?);
             theta.par_chunks_mut(CHUNK).zip(m.par_chunks(CHUNK)).zip(v.par_chunks(CHUNK)).for_each(|((t, m), v)| {
-                for ((t, &m), &v) in t.iter_mut().zip(m).zip(v) {
-                    let denom = v.sqrt() / self.sqrt_bias_correction2 + self.eps;
-                    *t = *t * self.decay - (m / denom) * self.step_size;
-                }
+                kernels::adamw_update(t, m, v, self.decay, self.step_size, self.sqrt_bias_correction2, self.eps)
             });
             Ok(())
         }

@@ -7,8 +7,8 @@
 mod common;
 
 use anyhow::{Context, Result};
-use common::{as_vec, load_for_test, parity_examples, read_json, test_dtype};
-use engine::{clip_grad_norm, pad_batch, AdamW, AdamWConfig, DType, Model, Tensor};
+use common::{as_vec, load_for_test, loss_mask, parity_examples, read_json, test_dtype, train_step};
+use engine::{pad_batch, AdamW, AdamWConfig, DType};
 
 /// Relative bounds on (loss, pre-clip gradient norm) against PyTorch's float32 run.
 ///
@@ -28,55 +28,6 @@ fn tolerances() -> (f64, f64) {
         DType::BF16 => (2e-2, 1e-1),
         _ => (2e-3, 1e-2),
     }
-}
-
-/// The loss mask over `[B, T-1]` log-prob positions: entry `t` scores `ids[t+1]`, included when
-/// `t + 1` is a response token or the EOS of a real (unpadded) row.
-pub fn loss_mask(examples: &[common::Example], t: usize) -> Vec<f32> {
-    let mut mask = vec![0.0f32; examples.len() * (t - 1)];
-    for (b, ex) in examples.iter().enumerate() {
-        for target in ex.response_start..ex.ids.len() {
-            mask[b * (t - 1) + target - 1] = 1.0;
-        }
-    }
-    mask
-}
-
-/// One step as scripts/make_fixtures.py does it; returns (mean f before the update, pre-clip norm).
-fn train_step(
-    model: &Model,
-    opt: &mut AdamW,
-    ids: &Tensor,
-    mask: &[f32],
-    objective: &str,
-    max_grad_norm: f64,
-    autograd: bool,
-) -> Result<(f64, f64)> {
-    let pass = match autograd {
-        true => model.training_pass_autograd(ids)?,
-        false => model.training_pass(ids)?,
-    };
-    let lp = pass.logp()?;
-    let n: f32 = mask.iter().sum();
-
-    // Per included token: f (reported) and s (the stop-gradient weight), as the plugins give.
-    let (mut f_sum, mut weights) = (0.0f64, vec![0.0f32; lp.len()]);
-    for (i, (&l, &m)) in lp.iter().zip(mask).enumerate() {
-        if m == 0.0 {
-            continue;
-        }
-        let (f, s) = match objective {
-            "nll" => (-l, 1.0),
-            "neg_p" => (1.0 - l.exp(), l.exp()),
-            other => panic!("unknown objective {other}"),
-        };
-        f_sum += f as f64;
-        weights[i] = s / n;
-    }
-    let mut grads = pass.backward(model, &weights)?;
-    let norm = clip_grad_norm(&mut grads, max_grad_norm)?;
-    opt.step(model.params(), &grads)?;
-    Ok((f_sum / n as f64, norm))
 }
 
 fn check(model_name: &str, objective: &str) -> Result<()> {

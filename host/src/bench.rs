@@ -104,8 +104,20 @@ pub struct BenchOptions<'a> {
     pub device: &'a str,
     /// `f32` or `bf16`.
     pub dtype: &'a str,
-    /// Time candle's autograd pass even where the hand-written one applies (float32 on the CPU).
-    pub autograd: bool,
+    /// Which training pass to time.
+    pub pass: BenchPass,
+}
+
+/// The training pass a benchmark times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchPass {
+    /// What `host train` runs: rows laid end to end, no padding computed (the hand-written float32 CPU
+    /// pass; elsewhere candle's autograd over the padded batch).
+    Packed,
+    /// The hand-written pass over the padded `[batch, seq]` batch, padding computed (for comparison).
+    Padded,
+    /// candle's autograd pass even where the hand-written one applies (float32 on the CPU).
+    Autograd,
 }
 
 /// Seconds spent in each phase of one step.
@@ -138,8 +150,6 @@ impl StepTiming {
 pub struct BenchReport {
     pub params: usize,
     pub threads: usize,
-    /// Positions of the padded `[batch, seq]` batch.
-    pub tokens_per_step: usize,
     pub steps: Vec<StepTiming>,
     pub warmup: usize,
     /// Median over the steps after warm-up of (real) tokens / step time.
@@ -182,7 +192,7 @@ pub fn run(
     let dtype = engine::parse_dtype(options.dtype)?;
     let config = ModelConfig::from_json(shape.qwen2_config(seq.max(32)), "bench shape".as_ref())?;
     let model = Model::random_with_dtype(config, options.seed, &device, dtype)?;
-    on_start(&device, dtype, &MemoryEstimate::new(model.config(), model.num_params(), dtype, batch, seq));
+    on_start(&device, dtype, &MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, batch, seq));
     let mut memory = MemoryMonitor::new(&device);
     // Ends a phase: waits for the device's queued work, then reads its memory in use.
     let phase_done = |memory: &mut MemoryMonitor| -> Result<Instant> {
@@ -220,9 +230,10 @@ pub fn run(
     for (index, (ids, lengths, loss_mask)) in batches.iter().enumerate() {
         let step = index as u64 + 1;
         let started = Instant::now();
-        let pass = match options.autograd {
-            true => model.training_pass_autograd(ids)?,
-            false => model.training_pass_packed(ids, lengths)?,
+        let pass = match options.pass {
+            BenchPass::Packed => model.training_pass_packed(ids, lengths)?,
+            BenchPass::Padded => model.training_pass(ids)?,
+            BenchPass::Autograd => model.training_pass_autograd(ids)?,
         };
         let forward_done = phase_done(&mut memory)?;
 
@@ -277,7 +288,6 @@ pub fn run(
         timings.push(timing);
     }
 
-    let tokens_per_step = batch * seq;
     let measured = timings[warmup..].iter().zip(&batches[warmup..]);
     let real_tokens = |lengths: &[usize]| lengths.iter().sum::<usize>() as f64;
     let median_tokens_per_second = median(measured.clone().map(|(t, b)| real_tokens(&b.1) / t.total.max(1e-12)));
@@ -291,7 +301,6 @@ pub fn run(
     Ok(BenchReport {
         params: model.num_params(),
         threads: engine::ops::cpu_threads(),
-        tokens_per_step,
         steps: timings,
         warmup,
         median_tokens_per_second,

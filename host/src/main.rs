@@ -217,8 +217,11 @@ enum Command {
         #[arg(long, default_value = "f32")]
         dtype: String,
         /// Time candle's autograd pass instead of the hand-written float32 CPU pass (for comparison).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "padded")]
         autograd: bool,
+        /// Compute the padded batch (every row as long as --seq or MAX) instead of the packed rows (for comparison).
+        #[arg(long)]
+        padded: bool,
     },
 }
 
@@ -416,6 +419,7 @@ fn main() -> ExitCode {
             device,
             dtype,
             autograd,
+            padded,
         } => commands::bench::run(
             &host::bench::BenchOptions {
                 shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
@@ -429,7 +433,11 @@ fn main() -> ExitCode {
                 seed,
                 device: &device,
                 dtype: &dtype,
-                autograd,
+                pass: match (autograd, padded) {
+                    (true, _) => host::bench::BenchPass::Autograd,
+                    (false, true) => host::bench::BenchPass::Padded,
+                    (false, false) => host::bench::BenchPass::Packed,
+                },
             },
             threads,
         ),

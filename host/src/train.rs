@@ -235,7 +235,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let longest = sets.iter().flat_map(|s| &s.examples).map(|e| e.ids.len()).max().unwrap_or(0);
     eprintln!(
         "{}",
-        MemoryEstimate::new(model.config(), model.num_params(), dtype, micro, longest).report(&device, dtype)
+        MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, micro, longest).report(&device, dtype)
     );
     let mut memory = MemoryMonitor::new(&device);
 

@@ -20,13 +20,13 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::{Block, Linear, Model};
+use crate::kernels::{self, rows_per_task, CHUNK};
 use crate::optim::Grads;
 use buffers::Buf;
 pub(super) use layout::Layout;
 
 mod attention;
 mod buffers;
-mod kernels;
 mod layout;
 
 /// What the forward pass keeps for the backward pass (everything `[rows, ·]` over the packed rows,
@@ -110,15 +110,39 @@ struct LinearParams<'a> {
     bias: Option<Param<'a>>,
     weight_id: TensorId,
     bias_id: Option<TensorId>,
+    /// The base is frozen (a LoRA adapter is attached to the model): no gradient for weight and bias.
+    frozen: bool,
+    adapter: Option<AdapterParams<'a>>,
+}
+
+/// A LoRA adapter's `A` `[r, in]` and `B` `[out, r]`, and its scale.
+struct AdapterParams<'a> {
+    a: Param<'a>,
+    b: Param<'a>,
+    a_id: TensorId,
+    b_id: TensorId,
+    scale: f32,
 }
 
 impl<'a> LinearParams<'a> {
-    fn new(linear: &'a Linear) -> Result<LinearParams<'a>> {
+    fn new(linear: &'a Linear, frozen: bool) -> Result<LinearParams<'a>> {
+        let adapter = match &linear.adapter {
+            None => None,
+            Some(ad) => Some(AdapterParams {
+                a: Param::new(ad.a.as_tensor())?,
+                b: Param::new(ad.b.as_tensor())?,
+                a_id: ad.a.as_tensor().id(),
+                b_id: ad.b.as_tensor().id(),
+                scale: ad.scale as f32,
+            }),
+        };
         Ok(LinearParams {
             weight: Param::new(linear.weight.as_tensor())?,
             bias: linear.bias.as_ref().map(|b| Param::new(b.as_tensor())).transpose()?,
             weight_id: linear.weight.as_tensor().id(),
             bias_id: linear.bias.as_ref().map(|b| b.as_tensor().id()),
+            frozen,
+            adapter,
         })
     }
 }
@@ -138,20 +162,22 @@ struct BlockParams<'a> {
 }
 
 impl<'a> BlockParams<'a> {
-    fn new(block: &'a Block) -> Result<BlockParams<'a>> {
+    /// `frozen`: the base parameters get no gradient (a LoRA adapter is attached).
+    fn new(block: &'a Block, frozen: bool) -> Result<BlockParams<'a>> {
         let (attn, mlp) = (&block.self_attn, &block.mlp);
+        let linear = |l: &'a Linear| LinearParams::new(l, frozen);
         Ok(BlockParams {
             ln1: Param::new(block.input_layernorm.as_tensor())?,
             ln1_id: block.input_layernorm.as_tensor().id(),
-            q: LinearParams::new(&attn.q_proj)?,
-            k: LinearParams::new(&attn.k_proj)?,
-            v: LinearParams::new(&attn.v_proj)?,
-            o: LinearParams::new(&attn.o_proj)?,
+            q: linear(&attn.q_proj)?,
+            k: linear(&attn.k_proj)?,
+            v: linear(&attn.v_proj)?,
+            o: linear(&attn.o_proj)?,
             ln2: Param::new(block.post_attention_layernorm.as_tensor())?,
             ln2_id: block.post_attention_layernorm.as_tensor().id(),
-            gate: LinearParams::new(&mlp.gate_proj)?,
-            up: LinearParams::new(&mlp.up_proj)?,
-            down: LinearParams::new(&mlp.down_proj)?,
+            gate: linear(&mlp.gate_proj)?,
+            up: linear(&mlp.up_proj)?,
+            down: linear(&mlp.down_proj)?,
         })
     }
 }
@@ -250,7 +276,7 @@ fn decoder(
     let dims = Dims::new(model, layout.rows);
     let mut x = embed(model, ids, dims)?;
     for block in &model.layers {
-        let (tape, x_out) = layer_forward(&BlockParams::new(block)?, x, cos, sin, layout, dims);
+        let (tape, x_out) = layer_forward(&BlockParams::new(block, model.lora.is_some())?, x, cos, sin, layout, dims);
         keep(tape);
         x = x_out;
     }
@@ -381,25 +407,33 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
         true,
     );
     drop(head);
-    let head_id = model.lm_head.as_tensor().id();
-    weight_grad(grads.get(head_id, vocab * dims.hidden), &d_logits, &normed_final, dims.rows, vocab, dims.hidden);
+    // With a LoRA adapter the base is frozen: only the input gradients flow, to reach the adapters.
+    let frozen = model.lora.is_some();
+    if !frozen {
+        let head_id = model.lm_head.as_tensor().id();
+        weight_grad(grads.get(head_id, vocab * dims.hidden), &d_logits, &normed_final, dims.rows, vocab, dims.hidden);
+    }
     drop(d_logits);
 
     let norm = Param::new(model.norm.as_tensor())?;
-    let (dx_norm, d_norm) = rms_norm_backward(&dx, &x_final, &inv_rms_final, norm.data(), dims.hidden);
-    add_in_place(grads.get(model.norm.as_tensor().id(), dims.hidden), &d_norm);
+    let (dx_norm, d_norm) = rms_norm_backward(&dx, &x_final, &inv_rms_final, norm.data(), dims.hidden, !frozen);
+    if let Some(d_norm) = d_norm {
+        add_in_place(grads.get(model.norm.as_tensor().id(), dims.hidden), &d_norm);
+    }
     let mut dx = dx_norm;
 
     for (block, tape) in model.layers.iter().zip(layers).rev() {
-        let p = BlockParams::new(block)?;
+        let p = BlockParams::new(block, frozen)?;
         // MLP: x_out = x_mid + down(silu(gate(h2)) · up(h2)), h2 = norm2(x_mid).
         let d_act = linear_backward(&dx, &tape.act, &p.down, dims.rows, &mut grads);
         let (d_gate, d_up) = swiglu_backward(&d_act, &tape.gate, &tape.up);
         drop(d_act);
         let mut d_h2 = linear_backward(&d_gate, &tape.h2, &p.gate, dims.rows, &mut grads);
         linear_backward_into(&mut d_h2, &d_up, &tape.h2, &p.up, dims.rows, &mut grads);
-        let (d_mid, d_ln2) = rms_norm_backward(&d_h2, &tape.x_mid, &tape.inv_rms2, p.ln2.data(), dims.hidden);
-        add_in_place(grads.get(p.ln2_id, dims.hidden), &d_ln2);
+        let (d_mid, d_ln2) = rms_norm_backward(&d_h2, &tape.x_mid, &tape.inv_rms2, p.ln2.data(), dims.hidden, !frozen);
+        if let Some(d_ln2) = d_ln2 {
+            add_in_place(grads.get(p.ln2_id, dims.hidden), &d_ln2);
+        }
         add_in_place(&mut dx, &d_mid); // dx is now the gradient at x_mid
 
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm1(x_in).
@@ -416,14 +450,18 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
         let mut d_h1 = linear_backward(&dq, &tape.h1, &p.q, dims.rows, &mut grads);
         linear_backward_into(&mut d_h1, &dk, &tape.h1, &p.k, dims.rows, &mut grads);
         linear_backward_into(&mut d_h1, &dv, &tape.h1, &p.v, dims.rows, &mut grads);
-        let (d_in, d_ln1) = rms_norm_backward(&d_h1, &tape.x_in, &tape.inv_rms1, p.ln1.data(), dims.hidden);
-        add_in_place(grads.get(p.ln1_id, dims.hidden), &d_ln1);
+        let (d_in, d_ln1) = rms_norm_backward(&d_h1, &tape.x_in, &tape.inv_rms1, p.ln1.data(), dims.hidden, !frozen);
+        if let Some(d_ln1) = d_ln1 {
+            add_in_place(grads.get(p.ln1_id, dims.hidden), &d_ln1);
+        }
         add_in_place(&mut dx, &d_in); // dx is now the gradient at x_in
     }
 
-    let d_embed = grads.get(model.embed_tokens.as_tensor().id(), vocab * dims.hidden);
-    for (row, &id) in dx.chunks(dims.hidden).zip(&ids) {
-        add_in_place(&mut d_embed[id as usize * dims.hidden..(id as usize + 1) * dims.hidden], row);
+    if !frozen {
+        let d_embed = grads.get(model.embed_tokens.as_tensor().id(), vocab * dims.hidden);
+        for (row, &id) in dx.chunks(dims.hidden).zip(&ids) {
+            add_in_place(&mut d_embed[id as usize * dims.hidden..(id as usize + 1) * dims.hidden], row);
+        }
     }
     grads.into_named(model)
 }
@@ -441,7 +479,7 @@ impl GradBuffers {
 
     fn into_named(mut self, model: &Model) -> Result<Grads> {
         let mut grads = Grads::default();
-        for (name, var) in &model.params {
+        for (name, var) in model.trainable_params() {
             if let Some(g) = self.by_id.remove(&var.as_tensor().id()) {
                 grads.insert(name.clone(), Tensor::from_vec(g, var.shape(), &Device::Cpu)?);
             }
@@ -499,21 +537,6 @@ impl<'a> Mat<'a> {
 /// `dst (+)= lhs · rhs`, `dst` row-major with `dst_stride` between rows; `accumulate` adds to
 /// what `dst` holds. `parallel` spreads the product over the rayon pool.
 fn matmul(dst: &mut [f32], dst_stride: usize, accumulate: bool, lhs: Mat, rhs: Mat, parallel: bool) {
-    let (m, n) = (lhs.rows, rhs.cols);
-    assert!(
-        m == 0 || n == 0 || (n <= dst_stride && dst.len() >= (m - 1) * dst_stride + n),
-        "matmul: destination bounds"
-    );
-    // SAFETY: the destination elements are within `dst` (asserted), which is borrowed exclusively.
-    unsafe { matmul_raw(dst.as_mut_ptr(), dst_stride, accumulate, lhs, rhs, parallel) }
-}
-
-/// [`matmul`] into a destination given by pointer, for tasks that write disjoint blocks of one buffer.
-///
-/// # Safety
-/// The `lhs.rows × rhs.cols` elements `dst[i·dst_stride + j]` must be valid for reads and writes, and no
-/// other thread may access them during the call.
-unsafe fn matmul_raw(dst: *mut f32, dst_stride: usize, accumulate: bool, lhs: Mat, rhs: Mat, parallel: bool) {
     let (m, k, n) = (lhs.rows, lhs.cols, rhs.cols);
     assert_eq!(rhs.rows, k, "matmul: inner dimensions");
     if m == 0 || n == 0 {
@@ -521,26 +544,24 @@ unsafe fn matmul_raw(dst: *mut f32, dst_stride: usize, accumulate: bool, lhs: Ma
     }
     // Operand bounds checked here, so that gemm's raw-pointer reads stay inside the slices.
     assert!(lhs.data.len() > lhs.last_index() && rhs.data.len() > rhs.last_index(), "matmul: operand bounds");
-    assert!(n <= dst_stride, "matmul: destination stride");
+    assert!(n <= dst_stride && dst.len() >= (m - 1) * dst_stride + n, "matmul: destination bounds");
     if k == 0 {
         if !accumulate {
-            for i in 0..m {
-                // SAFETY: row i's n elements are the caller's (see above).
-                unsafe { std::ptr::write_bytes(dst.add(i * dst_stride), 0, n) };
-            }
+            dst.chunks_mut(dst_stride).take(m).for_each(|row| row[..n].fill(0.0));
         }
         return;
     }
     let threads = crate::ops::cpu_threads();
     let parallelism =
         if parallel && threads > 1 && m * n * k >= 1 << 16 { Parallelism::Rayon(threads) } else { Parallelism::None };
-    // SAFETY: operand indices are within their slices (asserted); the destination is the caller's.
+    // SAFETY: operand and destination indices are within their slices (asserted), and `dst` is
+    // borrowed exclusively.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst,
+            dst.as_mut_ptr(),
             1,
             dst_stride as isize,
             accumulate,
@@ -570,7 +591,24 @@ fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Buf {
         y.chunks_mut(out_dim).for_each(|row| row.copy_from_slice(b.data()));
     }
     matmul(&mut y, out_dim, p.bias.is_some(), Mat::rows(x, rows, in_dim), Mat::transposed(w, out_dim, in_dim), true);
+    if let Some(ad) = &p.adapter {
+        // y += s · (x Aᵀ) Bᵀ, the scale applied to the small [rows, r] product.
+        let mut down = adapter_down(x, ad, rows);
+        kernels::scale(&mut down, ad.scale);
+        let r = down.len() / rows;
+        matmul(&mut y, out_dim, true, Mat::rows(&down, rows, r), Mat::transposed(ad.b.data(), out_dim, r), true);
+    }
     y
+}
+
+/// `x Aᵀ`, `[rows, r]`: the adapter's input product (recomputed in the backward pass rather than kept:
+/// it costs `r / out` of the base product).
+fn adapter_down(x: &[f32], ad: &AdapterParams, rows: usize) -> Buf {
+    let in_dim = x.len() / rows;
+    let r = ad.a.data().len() / in_dim;
+    let mut down = Buf::stale(rows * r);
+    matmul(&mut down, r, false, Mat::rows(x, rows, in_dim), Mat::transposed(ad.a.data(), r, in_dim), true);
+    down
 }
 
 /// Accumulates `dW += dyᵀ · x` (and `db += Σ_rows dy`), and returns `dx = dy · W`.
@@ -596,6 +634,21 @@ fn linear_backward_impl(
 ) {
     let (in_dim, out_dim) = (x.len() / rows, dy.len() / rows);
     matmul(dx, in_dim, accumulate, Mat::rows(dy, rows, out_dim), Mat::rows(p.weight.data(), out_dim, in_dim), true);
+    if let Some(ad) = &p.adapter {
+        // y = … + s · (x Aᵀ) Bᵀ: dB += s · dyᵀ (x Aᵀ); d(x Aᵀ) = s · dy B; dA += d(x Aᵀ)ᵀ x; dx += d(x Aᵀ) A.
+        let mut down = adapter_down(x, ad, rows);
+        let r = down.len() / rows;
+        kernels::scale(&mut down, ad.scale);
+        weight_grad(grads.get(ad.b_id, out_dim * r), dy, &down, rows, out_dim, r);
+        let mut d_down = down;
+        matmul(&mut d_down, r, false, Mat::rows(dy, rows, out_dim), Mat::rows(ad.b.data(), out_dim, r), true);
+        kernels::scale(&mut d_down, ad.scale);
+        weight_grad(grads.get(ad.a_id, r * in_dim), &d_down, x, rows, r, in_dim);
+        matmul(dx, in_dim, true, Mat::rows(&d_down, rows, r), Mat::rows(ad.a.data(), r, in_dim), true);
+    }
+    if p.frozen {
+        return;
+    }
     weight_grad(grads.get(p.weight_id, out_dim * in_dim), dy, x, rows, out_dim, in_dim);
     if let Some(id) = p.bias_id {
         let db = grads.get(id, out_dim);
@@ -608,14 +661,6 @@ fn linear_backward_impl(
 /// `dW += dyᵀ · x` for `dy` `[rows, out]` and `x` `[rows, in]`.
 fn weight_grad(dw: &mut [f32], dy: &[f32], x: &[f32], rows: usize, out_dim: usize, in_dim: usize) {
     matmul(dw, in_dim, true, Mat::transposed(dy, rows, out_dim), Mat::rows(x, rows, in_dim), true);
-}
-
-/// Element-wise work is split into tasks of about this many values.
-const CHUNK: usize = 1 << 13;
-
-/// Rows per parallel task, so that a task holds about `CHUNK` values.
-fn rows_per_task(width: usize) -> usize {
-    (CHUNK / width.max(1)).max(1)
 }
 
 /// `acc += x`, element-wise.
@@ -638,8 +683,16 @@ fn rms_norm(x: &[f32], w: &[f32], h: usize, eps: f32) -> (Buf, Buf) {
     (inv, y)
 }
 
-/// `(dx, dw)` of RMSNorm: `dx = inv · (g·w - x · inv² · mean(g·w·x))`, `dw = Σ_rows g · x · inv`.
-fn rms_norm_backward(g: &[f32], x: &[f32], inv: &[f32], w: &[f32], h: usize) -> (Buf, Vec<f32>) {
+/// `(dx, dw)` of RMSNorm: `dx = inv · (g·w - x · inv² · mean(g·w·x))`, `dw = Σ_rows g · x · inv` (only
+/// with `weight_grad`).
+fn rms_norm_backward(
+    g: &[f32],
+    x: &[f32],
+    inv: &[f32],
+    w: &[f32],
+    h: usize,
+    weight_grad: bool,
+) -> (Buf, Option<Vec<f32>>) {
     let mut dx = Buf::stale(x.len());
     let per = rows_per_task(h);
     dx.par_chunks_mut(per * h).enumerate().for_each(|(task, dx)| {
@@ -648,11 +701,14 @@ fn rms_norm_backward(g: &[f32], x: &[f32], inv: &[f32], w: &[f32], h: usize) -> 
             kernels::rms_norm_backward_row(&g[r * h..(r + 1) * h], &x[r * h..(r + 1) * h], w, inv[r], out);
         }
     });
+    if !weight_grad {
+        return (dx, None);
+    }
     let mut dw = vec![0f32; h];
     for ((xr, gr), &ir) in x.chunks(h).zip(g.chunks(h)).zip(inv) {
         kernels::rms_norm_weight_grad_row(&mut dw, gr, xr, ir);
     }
-    (dx, dw)
+    (dx, Some(dw))
 }
 
 /// Rope in place on `[rows, heads·d]` (each packed row at its position within its segment), or with
@@ -667,31 +723,6 @@ fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], layout: &Layout, dims: Dims, he
             kernels::rope_row(row, &cos[pos * d..(pos + 1) * d], &sin[pos * d..(pos + 1) * d], d, inverse);
         }
     });
-}
-
-/// A buffer's address handed to parallel tasks that each write their own block of it (no `&mut`
-/// slices are made, since the tasks' blocks interleave).
-#[derive(Clone, Copy)]
-struct SendPtr {
-    ptr: *mut f32,
-    len: usize,
-}
-// SAFETY: the pointer is only written through in disjoint blocks, one task each (see each use).
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-
-impl SendPtr {
-    fn new(buffer: &mut [f32]) -> SendPtr {
-        SendPtr { ptr: buffer.as_mut_ptr(), len: buffer.len() }
-    }
-
-    /// The address of the `rows × cols` block starting at `start`, rows `stride` apart (checked to
-    /// lie within the buffer).
-    fn block(&self, start: usize, rows: usize, cols: usize, stride: usize) -> *mut f32 {
-        assert!(rows == 0 || cols == 0 || start + (rows - 1) * stride + cols <= self.len, "block out of bounds");
-        // SAFETY: in bounds (asserted).
-        unsafe { self.ptr.add(start) }
-    }
 }
 
 /// `silu(gate) · up`.

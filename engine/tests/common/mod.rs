@@ -1,12 +1,12 @@
-//! Shared helpers of the engine's integration tests: fixture paths and the parity / training
-//! JSON written by scripts/make_fixtures.py.
+//! Shared helpers of the engine's integration tests: fixture paths, the parity / training JSON written
+//! by scripts/make_fixtures.py, and the training step those fixtures record.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use engine::{DType, Device, Model};
+use engine::{clip_grad_norm, AdamW, DType, Device, Model, Tensor};
 use serde_json::Value;
 
 /// `tests/fixtures/<rel>` at the workspace root, or under `ENGINE_TEST_FIXTURES` when set (a test
@@ -84,4 +84,54 @@ pub fn as_vec(v: &Value) -> Result<Vec<f64>> {
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "length mismatch");
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+/// The loss mask over `[B, T-1]` log-prob positions: entry `t` scores `ids[t+1]`, included when
+/// `t + 1` is a response token or the EOS of a real (unpadded) row.
+pub fn loss_mask(examples: &[Example], t: usize) -> Vec<f32> {
+    let mut mask = vec![0.0f32; examples.len() * (t - 1)];
+    for (b, ex) in examples.iter().enumerate() {
+        for target in ex.response_start..ex.ids.len() {
+            mask[b * (t - 1) + target - 1] = 1.0;
+        }
+    }
+    mask
+}
+
+/// One step as scripts/make_fixtures.py does it (of every trainable parameter: the adapter's alone when the
+/// model has one); returns (mean f before the update, pre-clip norm).
+pub fn train_step(
+    model: &Model,
+    opt: &mut AdamW,
+    ids: &Tensor,
+    mask: &[f32],
+    objective: &str,
+    max_grad_norm: f64,
+    autograd: bool,
+) -> Result<(f64, f64)> {
+    let pass = match autograd {
+        true => model.training_pass_autograd(ids)?,
+        false => model.training_pass(ids)?,
+    };
+    let lp = pass.logp()?;
+    let n: f32 = mask.iter().sum();
+
+    // Per included token: f (reported) and s (the stop-gradient weight), as the plugins give.
+    let (mut f_sum, mut weights) = (0.0f64, vec![0.0f32; lp.len()]);
+    for (i, (&l, &m)) in lp.iter().zip(mask).enumerate() {
+        if m == 0.0 {
+            continue;
+        }
+        let (f, s) = match objective {
+            "nll" => (-l, 1.0),
+            "neg_p" => (1.0 - l.exp(), l.exp()),
+            other => panic!("unknown objective {other}"),
+        };
+        f_sum += f as f64;
+        weights[i] = s / n;
+    }
+    let mut grads = pass.backward(model, &weights)?;
+    let norm = clip_grad_norm(&mut grads, max_grad_norm)?;
+    opt.step(model.trainable_params(), &grads)?;
+    Ok((f_sum / n as f64, norm))
 }

@@ -1,6 +1,6 @@
 //! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B
 //! (--seq T | --lengths MIN:MAX) --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N]
-//! [--dtype f32|bf16] [--autograd]`: training throughput on a random model.
+//! [--dtype f32|bf16] [--autograd | --padded]`: training throughput on a random model.
 //!
 //! Prints the memory estimate, one line per step, then the medians after warm-up, the peak memory (RSS;
 //! on a CUDA device also `peak device memory: X MiB in use, Y MiB allocated`), the objective plugin's
@@ -42,7 +42,11 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         options.objective,
         options.device,
         options.dtype,
-        if options.autograd { "; candle autograd pass" } else { "" }
+        match options.pass {
+            bench::BenchPass::Packed => "",
+            bench::BenchPass::Padded => "; padded batch",
+            bench::BenchPass::Autograd => "; candle autograd pass",
+        }
     );
     let tokens = options.batch * options.seq;
     let on_start = |device: &engine::Device, dtype, estimate: &engine::MemoryEstimate| {

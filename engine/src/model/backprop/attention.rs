@@ -16,7 +16,8 @@ use rayon::prelude::*;
 
 use super::buffers::Buf;
 use super::layout::{Layout, Segment};
-use super::{kernels, matmul, matmul_raw, Dims, Mat, SendPtr};
+use super::{matmul, rows_per_task, Dims, Mat};
+use crate::kernels;
 
 /// Query rows per task and block.
 const QUERY_TILE: usize = 64;
@@ -38,9 +39,51 @@ fn visible(i: usize, j0: usize, block: usize) -> usize {
     (i + 1).saturating_sub(j0).min(block)
 }
 
-/// Every (segment, query tile) of the layout.
-fn query_tiles(layout: &Layout) -> Vec<(Segment, usize)> {
-    layout.segments.iter().flat_map(|&seg| (0..seg.len.div_ceil(QUERY_TILE)).map(move |qt| (seg, qt))).collect()
+/// The query rows `i0..i1` of tile `qt` of segment `seg`.
+fn tile_rows(seg: Segment, qt: usize) -> (usize, usize) {
+    (qt * QUERY_TILE, ((qt + 1) * QUERY_TILE).min(seg.len))
+}
+
+/// Splits `[heads, rows, width]` into one slice per (head, segment), `[head][segment]`: the blocks the
+/// parallel tasks own (disjoint by construction, as `split_at_mut` makes them).
+fn by_head_and_segment<'a>(
+    buf: &'a mut [f32],
+    layout: &Layout,
+    width: usize,
+) -> Vec<std::vec::IntoIter<&'a mut [f32]>> {
+    assert_eq!(layout.segments.iter().map(|s| s.len).sum::<usize>(), layout.rows, "segments cover the rows");
+    buf.chunks_mut(layout.rows * width)
+        .map(|mut rest| {
+            let mut parts = Vec::with_capacity(layout.segments.len());
+            for seg in &layout.segments {
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut(seg.len * width);
+                parts.push(part);
+                rest = tail;
+            }
+            parts.into_iter()
+        })
+        .collect()
+}
+
+/// Head `h`'s block of the next segment (see [`by_head_and_segment`]).
+fn next_block<'a>(parts: &mut [std::vec::IntoIter<&'a mut [f32]>], h: usize) -> &'a mut [f32] {
+    parts[h].next().expect("one block per (head, segment)")
+}
+
+/// `[heads, rows, d]` (one head's rows contiguous, as the tasks write them) → `[rows, heads·d]`.
+fn heads_to_rows(by_head: &[f32], heads: usize, rows: usize, d: usize) -> Buf {
+    let width = heads * d;
+    let mut out = Buf::stale(rows * width);
+    let per = rows_per_task(width);
+    out.par_chunks_mut(per * width).enumerate().for_each(|(task, block)| {
+        for (i, row) in block.chunks_mut(width).enumerate() {
+            let r = task * per + i;
+            for (h, dst) in row.chunks_mut(d).enumerate() {
+                dst.copy_from_slice(&by_head[(h * rows + r) * d..][..d]);
+            }
+        }
+    });
+    out
 }
 
 /// Causal attention of `q` `[rows, heads·d]` over `k`, `v` `[rows, kv_heads·d]` within each segment
@@ -50,20 +93,26 @@ pub(super) fn forward(q: &[f32], k: &[f32], v: &[f32], layout: &Layout, dims: Di
     let d = dims.head_dim;
     let (qw, kvw) = (dims.q_width(), dims.kv_width());
     let scale = 1.0 / (d as f32).sqrt();
-    let tiles = query_tiles(layout);
     let mut lse = Buf::stale(dims.heads * dims.rows);
-    let mut out = Buf::stale(dims.rows * qw);
-    let (lse_base, out_base) = (SendPtr::new(&mut lse), SendPtr::new(&mut out));
-    // One task per (query head, segment, query tile).
-    (0..dims.heads * tiles.len()).into_par_iter().for_each(|task| {
-        let (h, (seg, qt)) = (task / tiles.len(), tiles[task % tiles.len()]);
+    // The output head-major, so that each task's block is one contiguous slice.
+    let mut by_head = Buf::stale(dims.heads * dims.rows * d);
+    // One task per (query head, segment, query tile), owning its rows of `by_head` and of `lse`.
+    let mut tasks = Vec::new();
+    for (h, (out_parts, lse_parts)) in by_head_and_segment(&mut by_head, layout, d)
+        .into_iter()
+        .zip(by_head_and_segment(&mut lse, layout, 1))
+        .enumerate()
+    {
+        for ((seg, out_seg), lse_seg) in layout.segments.iter().zip(out_parts).zip(lse_parts) {
+            let tiles = out_seg.chunks_mut(QUERY_TILE * d).zip(lse_seg.chunks_mut(QUERY_TILE));
+            tasks.extend(tiles.enumerate().map(|(qt, (out, lse))| (h, *seg, qt, out, lse)));
+        }
+    }
+    tasks.into_par_iter().for_each(|(h, seg, qt, out_tile, lse_tile)| {
         let kv = h / dims.groups();
-        let (i0, i1) = (qt * QUERY_TILE, ((qt + 1) * QUERY_TILE).min(seg.len));
+        let (i0, i1) = tile_rows(seg, qt);
         let rows = i1 - i0;
         let q_tile = tile(q, seg, h, i0..i1, dims, qw);
-        // Task (h, seg, qt) alone writes packed rows seg.start+i0..seg.start+i1, columns h·d..(h+1)·d
-        // of `out` and the same rows of lse[h] (the SAFETY of every write below).
-        let out_tile = out_base.block((seg.start + i0) * qw + h * d, rows, d, qw);
         let mut scores = vec![0f32; rows * KEY_TILE];
         let (mut max, mut sum, mut rescale) = (vec![f32::NEG_INFINITY; rows], vec![0f32; rows], vec![0f32; rows]);
         // Keys from i1 on are hidden from every query of this tile.
@@ -77,29 +126,20 @@ pub(super) fn forward(q: &[f32], k: &[f32], v: &[f32], layout: &Layout, dims: Di
                 rescale[r] = kernels::online_softmax_block_row(row, seen, scale, &mut max[r], &mut sum[r]);
             }
             if j0 > 0 {
-                for (r, &c) in rescale.iter().enumerate() {
-                    // SAFETY: row r of this task's block of `out`.
-                    let row = unsafe { std::slice::from_raw_parts_mut(out_tile.add(r * qw), d) };
+                for (row, &c) in out_tile.chunks_mut(d).zip(&rescale) {
                     row.iter_mut().for_each(|o| *o *= c);
                 }
             }
-            // SAFETY: this task's block of `out`. The first block of keys writes it, the rest add to it.
-            unsafe {
-                matmul_raw(out_tile, qw, j0 > 0, Mat::rows(s, rows, cols), tile(v, seg, kv, j0..j1, dims, kvw), false)
-            };
+            // The first block of keys writes the output, the rest add to it.
+            matmul(out_tile, d, j0 > 0, Mat::rows(s, rows, cols), tile(v, seg, kv, j0..j1, dims, kvw), false);
         }
-        let lse_tile = lse_base.block(h * dims.rows + seg.start + i0, 1, rows, rows);
-        for r in 0..rows {
-            // SAFETY: row r of this task's block of `out`, element r of its stretch of `lse`.
-            unsafe {
-                let row = std::slice::from_raw_parts_mut(out_tile.add(r * qw), d);
-                let inv = 1.0 / sum[r];
-                row.iter_mut().for_each(|o| *o *= inv);
-                *lse_tile.add(r) = max[r] + sum[r].ln();
-            }
+        for (r, (row, l)) in out_tile.chunks_mut(d).zip(lse_tile.iter_mut()).enumerate() {
+            let inv = 1.0 / sum[r];
+            row.iter_mut().for_each(|o| *o *= inv);
+            *l = max[r] + sum[r].ln();
         }
     });
-    (lse, out)
+    (lse, heads_to_rows(&by_head, dims.heads, dims.rows, d))
 }
 
 /// What [`backward`] reads of the forward pass: its inputs, output and log-sum-exps.
@@ -111,27 +151,53 @@ pub(super) struct Saved<'a> {
     pub lse: &'a [f32],
 }
 
+/// The blocks of the gradients one backward task owns: its segment's rows of one kv head's `dk` and
+/// `dv`, and of its query heads' `dq` (all head-major).
+struct GradBlocks<'a> {
+    seg: Segment,
+    kv: usize,
+    dq: Vec<&'a mut [f32]>,
+    dk: &'a mut [f32],
+    dv: &'a mut [f32],
+}
+
 /// `(dq, dk, dv)` of [`forward`] given the gradient `d_out` at its output.
 pub(super) fn backward(d_out: &[f32], saved: Saved, layout: &Layout, dims: Dims) -> (Buf, Buf, Buf) {
     let Saved { q, k, v, out, lse } = saved;
     let (d, groups) = (dims.head_dim, dims.groups());
     let (qw, kvw) = (dims.q_width(), dims.kv_width());
     let scale = 1.0 / (d as f32).sqrt();
-    // dq, dk and dv all accumulate over blocks (dk and dv over the query heads of a group too).
+    // dq, dk and dv (head-major) all accumulate over blocks (dk and dv over the query heads of a group too).
     let mut dq = Buf::zeros(q.len());
     let mut dk = Buf::zeros(k.len());
     let mut dv = Buf::zeros(v.len());
-    let (dq_base, dk_base, dv_base) = (SendPtr::new(&mut dq), SendPtr::new(&mut dk), SendPtr::new(&mut dv));
-    // One task per (segment, kv head): it owns that kv head's dk, dv and its query heads' dq.
-    let segments = &layout.segments;
-    (0..segments.len() * dims.kv_heads).into_par_iter().for_each(|task| {
-        let (seg, kv) = (segments[task / dims.kv_heads], task % dims.kv_heads);
+    // One task per (segment, kv head): it owns that kv head's dk, dv and its query heads' dq there.
+    let mut tasks = Vec::with_capacity(layout.segments.len() * dims.kv_heads);
+    let (mut dq_parts, mut dk_parts, mut dv_parts) = (
+        by_head_and_segment(&mut dq, layout, d),
+        by_head_and_segment(&mut dk, layout, d),
+        by_head_and_segment(&mut dv, layout, d),
+    );
+    for &seg in &layout.segments {
+        for kv in 0..dims.kv_heads {
+            let dq = (kv * groups..(kv + 1) * groups).map(|h| next_block(&mut dq_parts, h)).collect();
+            tasks.push(GradBlocks {
+                seg,
+                kv,
+                dq,
+                dk: next_block(&mut dk_parts, kv),
+                dv: next_block(&mut dv_parts, kv),
+            });
+        }
+    }
+    tasks.into_par_iter().for_each(|GradBlocks { seg, kv, mut dq, dk, dv }| {
         let mut probs = vec![0f32; QUERY_TILE * KEY_TILE];
         let mut d_scores = vec![0f32; QUERY_TILE * KEY_TILE];
         let mut delta = vec![0f32; QUERY_TILE];
-        for h in kv * groups..(kv + 1) * groups {
+        for (g, dq) in dq.iter_mut().enumerate() {
+            let h = kv * groups + g;
             for qt in 0..seg.len.div_ceil(QUERY_TILE) {
-                let (i0, i1) = (qt * QUERY_TILE, ((qt + 1) * QUERY_TILE).min(seg.len));
+                let (i0, i1) = tile_rows(seg, qt);
                 let rows = i1 - i0;
                 let (q_tile, do_tile) = (tile(q, seg, h, i0..i1, dims, qw), tile(d_out, seg, h, i0..i1, dims, qw));
                 // Σ_j p_ij · dp_ij = dO_i · O_i, the softmax backward's row term.
@@ -155,23 +221,17 @@ pub(super) fn backward(d_out: &[f32], saved: Saved, layout: &Layout, dims: Dims)
                         kernels::softmax_block_backward_row(row, pr, visible(i0 + r, j0, cols), scale, delta[r]);
                     }
                     let (p, ds) = (Mat::rows(p, rows, cols), Mat::rows(ds, rows, cols));
-                    // Task (seg, kv) alone touches the segment's rows, columns kv·d..(kv+1)·d of dk and
-                    // dv, and columns h·d..(h+1)·d of dq for its own query heads h.
-                    // SAFETY: those blocks (see above).
-                    unsafe {
-                        let (dk_tile, dv_tile) = (
-                            dk_base.block((seg.start + j0) * kvw + kv * d, cols, d, kvw),
-                            dv_base.block((seg.start + j0) * kvw + kv * d, cols, d, kvw),
-                        );
-                        // dv += pᵀ · dO; dq += ds · k; dk += dsᵀ · q.
-                        matmul_raw(dv_tile, kvw, true, p.t(), do_tile, false);
-                        let dq_tile = dq_base.block((seg.start + i0) * qw + h * d, rows, d, qw);
-                        matmul_raw(dq_tile, qw, true, ds, k_tile, false);
-                        matmul_raw(dk_tile, kvw, true, ds.t(), q_tile, false);
-                    }
+                    // dv += pᵀ · dO; dq += ds · k; dk += dsᵀ · q.
+                    matmul(&mut dv[j0 * d..j1 * d], d, true, p.t(), do_tile, false);
+                    matmul(&mut dq[i0 * d..i1 * d], d, true, ds, k_tile, false);
+                    matmul(&mut dk[j0 * d..j1 * d], d, true, ds.t(), q_tile, false);
                 }
             }
         }
     });
-    (dq, dk, dv)
+    (
+        heads_to_rows(&dq, dims.heads, dims.rows, d),
+        heads_to_rows(&dk, dims.kv_heads, dims.rows, d),
+        heads_to_rows(&dv, dims.kv_heads, dims.rows, d),
+    )
 }

@@ -1,5 +1,8 @@
-//! The training pass's element-wise and row kernels, each compiled for AVX-512, for AVX2+FMA and
-//! for the baseline target, the best one picked at run time.
+//! The CPU float32 kernels, each written once: the hand-written training pass's element-wise and row
+//! kernels (RMSNorm, rope, attention's online softmax, SwiGLU, logsumexp, the logit gradient) and
+//! AdamW's in-place updates. Each is compiled for AVX-512, for AVX2+FMA and for the baseline target,
+//! the best one picked at run time. Callers split the work over rayon in chunks of [`CHUNK`] values
+//! (rows of [`rows_per_task`]), with `par_chunks_mut`, so that every task owns its part of the output.
 //!
 //! The crate builds for baseline x86-64 (SSE2), where these loops would run four lanes wide and
 //! `exp` would be a libm call per element. Reductions keep sixteen explicit partial sums, so that
@@ -54,6 +57,14 @@ macro_rules! multiversion {
 }
 
 const LANES: usize = 16;
+
+/// Element-wise work is split into parallel tasks of about this many values.
+pub const CHUNK: usize = 1 << 13;
+
+/// Rows of `width` values per parallel task, so that a task holds about [`CHUNK`] values.
+pub fn rows_per_task(width: usize) -> usize {
+    (CHUNK / width.max(1)).max(1)
+}
 
 /// `e^x` (Cephes' `expf`: range reduction by ln 2, degree-6 polynomial, exponent by bit shift).
 /// Inputs are clamped to [-87, 88], so the result is finite and positive for finite `x` (below -87,
@@ -322,6 +333,46 @@ multiversion! {
     }
 }
 
+multiversion! {
+    /// `Σ x²`.
+    pub fn sum_of_squares(x: &[f32]) -> f32 {
+        dot(x, x)
+    }
+}
+
+multiversion! {
+    /// `x *= c`.
+    pub fn scale(x: &mut [f32], c: f32) {
+        x.iter_mut().for_each(|v| *v *= c);
+    }
+}
+
+multiversion! {
+    /// AdamW's first moment, `m += (g - m) · (1 - β1)` (PyTorch's `lerp_`).
+    pub fn adamw_first_moment(m: &mut [f32], g: &[f32], beta1: f32) {
+        let k = 1.0 - beta1;
+        m.iter_mut().zip(g).for_each(|(m, &g)| *m += (g - *m) * k);
+    }
+}
+
+multiversion! {
+    /// AdamW's second moment, `v = v · β2 + g² · (1 - β2)`.
+    pub fn adamw_second_moment(v: &mut [f32], g: &[f32], beta2: f32) {
+        let k = 1.0 - beta2;
+        v.iter_mut().zip(g).for_each(|(v, &g)| *v = *v * beta2 + (g * g) * k);
+    }
+}
+
+multiversion! {
+    /// AdamW's parameter update, `θ = θ · decay - m / (√v / √bc2 + eps) · step_size`.
+    pub fn adamw_update(theta: &mut [f32], m: &[f32], v: &[f32], decay: f32, step_size: f32, sqrt_bc2: f32, eps: f32) {
+        for ((t, &m), &v) in theta.iter_mut().zip(m).zip(v) {
+            let denom = v.sqrt() / sqrt_bc2 + eps;
+            *t = *t * decay - (m / denom) * step_size;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -413,6 +464,23 @@ mod tests {
             || bits(zeros(), &|o| unsafe { rms_norm_backward_row::avx512(&g, &x, &y, 0.3, o) }),
         );
         assert_all_equal("rms norm backward", &outs);
+
+        // AdamW's update: each copy must round as candle's composed ops do, in float32, so resumed and
+        // uninterrupted runs agree to the bit whichever machine runs them.
+        let v: Vec<f32> = g.iter().map(|g| g * g).collect();
+        let outs = each_copy(
+            bits(x.clone(), &|t| adamw_update::portable(t, &y, &v, 0.999, 1e-3, 0.97, 1e-8)),
+            || bits(x.clone(), &|t| unsafe { adamw_update::avx2(t, &y, &v, 0.999, 1e-3, 0.97, 1e-8) }),
+            || bits(x.clone(), &|t| unsafe { adamw_update::avx512(t, &y, &v, 0.999, 1e-3, 0.97, 1e-8) }),
+        );
+        assert_all_equal("adamw update", &outs);
+        let want: Vec<u32> = x
+            .iter()
+            .zip(&y)
+            .zip(&v)
+            .map(|((&t, &m), &v)| (t * 0.999 - (m / (v.sqrt() / 0.97 + 1e-8)) * 1e-3).to_bits())
+            .collect();
+        assert_eq!(outs[0], want, "adamw update: the written-out formula");
     }
 
     #[test]

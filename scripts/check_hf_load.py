@@ -5,7 +5,10 @@ Dev-only (needs torch, transformers, tokenizers). Used to check that a checkpoin
 Rust host loads back in transformers unchanged and scores the same:
 
     python scripts/check_hf_load.py DIR DATA.jsonl [--prompt-key prompt] [--response-key response]
-                                    [--expect HOST_SCORE.jsonl] [--atol 1e-4]
+                                    [--adapter ADAPTER_DIR] [--expect HOST_SCORE.jsonl] [--atol 1e-4]
+
+With --adapter (needs peft), the LoRA adapter the host saved is loaded on DIR with
+peft.PeftModel.from_pretrained, unchanged, and scored.
 
 Prints one JSON line per example, `{"index": i, "logp": [...]}`: the log-probability of every
 response token and of the EOS, the same format `host score --out` writes. With --expect, compares
@@ -52,12 +55,16 @@ def main() -> int:
     ap.add_argument("--response-key", default="response")
     ap.add_argument("--expect", type=Path, help="a `host score` output to compare against")
     ap.add_argument("--atol", type=float, default=1e-4)
+    ap.add_argument("--adapter", type=Path, help="a LoRA adapter directory to load on the model with PEFT")
     args = ap.parse_args()
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(1)
     model = AutoModelForCausalLM.from_pretrained(
         str(args.model_dir), dtype=torch.float32, attn_implementation="eager").eval()
+    if args.adapter is not None:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(args.adapter)).eval()
     tok = Tokenizer.from_file(str(args.model_dir / "tokenizer.json"))
     eos_id = eos_id_of(args.model_dir, tok, model)
 

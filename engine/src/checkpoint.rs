@@ -4,9 +4,11 @@
 //! `dtype`/`torch_dtype` set to `float32`), `model.safetensors` (float32 under Hugging Face tensor
 //! names, a tied model writing no `lm_head.weight`; a model trained in bf16 saves the optimizer's
 //! float32 master weights, see [`save_with_master`]), and copies of the
-//! tokenizer and generation files of the directory the model was loaded from. The directory
+//! tokenizer and generation files of the directory the model was loaded from. A model with a LoRA
+//! adapter saves the adapter alone, as PEFT does (`adapter_config.json` naming the base by its absolute
+//! path, `adapter_model.safetensors`), with the same tokenizer copies. The directory
 //! is built as `<dir>.tmp-<pid>` and renamed into place, so a reader never sees half a
-//! checkpoint. Loading back is [`Model::load`].
+//! checkpoint. Loading back is [`Model::load`] (which loads an adapter on its base).
 
 use std::path::{Path, PathBuf};
 
@@ -48,8 +50,14 @@ pub fn save_with_master(
     extra: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     write_dir_atomically(dir.as_ref(), |tmp| {
-        write_config(model, &tmp.join("config.json"))?;
-        write_weights(model, &master, &tmp.join(weights::SINGLE_FILE))?;
+        if model.lora().is_some() {
+            // Absolute, so the adapter finds its base from any working directory.
+            let base = std::fs::canonicalize(model.source_dir()).unwrap_or_else(|_| model.source_dir().to_path_buf());
+            model.write_adapter(tmp, &base.display().to_string())?;
+        } else {
+            write_config(model, &tmp.join("config.json"))?;
+            write_weights(model, &master, &tmp.join(weights::SINGLE_FILE))?;
+        }
         for name in COPIED_FILES {
             let src = model.source_dir().join(name);
             if src.is_file() {

@@ -217,6 +217,9 @@ pub struct MemoryEstimate {
     pub optimizer: u64,
     /// Activations kept for the backward pass of one micro-batch (see [`MemoryEstimate::new`]).
     pub activations: u64,
+    /// With a LoRA adapter ([`MemoryEstimate::with_lora`]): the trainable scalars, and the total a full
+    /// fine-tune of the same model would need.
+    pub lora: Option<(u64, u64)>,
 }
 
 impl MemoryEstimate {
@@ -278,6 +281,21 @@ impl MemoryEstimate {
             grads: p * 4,
             optimizer: p * crate::AdamW::state_bytes_per_param(dtype) as u64,
             activations: layers + head,
+            lora: None,
+        }
+    }
+
+    /// The same run with a LoRA adapter of `trainable` float32 scalars: gradients and AdamW state for
+    /// the adapter only (no master copy: adapters are float32), the frozen base's parameters as before,
+    /// and the adapter's own products (`x·Aᵀ`, r per token and projection) too small to count.
+    pub fn with_lora(self, trainable: usize) -> Self {
+        let t = trainable as u64;
+        let full = self.total();
+        MemoryEstimate {
+            grads: t * 4,
+            optimizer: t * crate::AdamW::state_bytes_per_param(DType::F32) as u64,
+            lora: Some((t, full)),
+            ..self
         }
     }
 
@@ -299,6 +317,13 @@ impl MemoryEstimate {
             format!("  activations    {:>10}  (one micro-batch, estimate)", mib(self.activations)),
             format!("  total          {:>10}", mib(self.total())),
         ];
+        if let Some((trainable, full)) = self.lora {
+            lines.push(format!(
+                "  LoRA           {trainable} trainable parameters: {:.0} % of a full fine-tune's {}",
+                100.0 * self.total() as f64 / full.max(1) as f64,
+                mib(full)
+            ));
+        }
         if let Some((used, total)) = device_memory(device) {
             lines.push(format!("  device         {} in use of {}", mib(used), mib(total)));
         }

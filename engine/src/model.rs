@@ -29,7 +29,7 @@ use crate::weights::{self, StoredTensor};
 mod backprop;
 mod lora;
 
-pub use lora::{LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LINEAR_MODULES};
+pub use lora::{is_adapter_dir, LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LINEAR_MODULES};
 
 /// A projection `y = x Wᵀ + b`, weights in the Hugging Face `[out, in]` layout, plus `s · (x Aᵀ) Bᵀ`
 /// where a LoRA adapter is attached.
@@ -141,11 +141,15 @@ impl Model {
     }
 
     /// Loads a Hugging Face directory, converting every tensor to `dtype` (F32, BF16 or F16).
-    /// Norms and softmax are computed in float32 whatever `dtype` is, as in transformers.
+    /// Norms and softmax are computed in float32 whatever `dtype` is, as in transformers. A LoRA
+    /// adapter directory ([`is_adapter_dir`]) loads on the base model it names.
     pub fn load_with_dtype(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Model> {
         let dir = dir.as_ref();
         if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
             bail!("unsupported model dtype {dtype:?} (use f32, bf16 or f16)");
+        }
+        if is_adapter_dir(dir) {
+            return Self::load_adapter_dir(dir, device, dtype);
         }
         let config = ModelConfig::from_hf_dir(dir)?;
         let stored = weights::read_model_tensors(dir, device)?;

@@ -106,6 +106,8 @@ pub struct BenchOptions<'a> {
     pub dtype: &'a str,
     /// Which training pass to time.
     pub pass: BenchPass,
+    /// Train a LoRA adapter (initialised as PEFT does, seed `seed`) on the frozen model instead of every weight.
+    pub lora: Option<engine::LoraConfig>,
 }
 
 /// The training pass a benchmark times.
@@ -149,6 +151,8 @@ impl StepTiming {
 #[derive(Debug, Clone)]
 pub struct BenchReport {
     pub params: usize,
+    /// What the optimizer updates: `params`, or the LoRA adapter's.
+    pub trainable_params: usize,
     pub threads: usize,
     pub steps: Vec<StepTiming>,
     pub warmup: usize,
@@ -191,8 +195,13 @@ pub fn run(
     let device = engine::open_device(options.device)?;
     let dtype = engine::parse_dtype(options.dtype)?;
     let config = ModelConfig::from_json(shape.qwen2_config(seq.max(32)), "bench shape".as_ref())?;
-    let model = Model::random_with_dtype(config, options.seed, &device, dtype)?;
-    on_start(&device, dtype, &MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, batch, seq));
+    let mut model = Model::random_with_dtype(config, options.seed, &device, dtype)?;
+    let mut estimate = MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, batch, seq);
+    if let Some(lora) = &options.lora {
+        model.add_lora(lora, options.seed)?;
+        estimate = estimate.with_lora(model.num_trainable_params());
+    }
+    on_start(&device, dtype, &estimate);
     let mut memory = MemoryMonitor::new(&device);
     // Ends a phase: waits for the device's queued work, then reads its memory in use.
     let phase_done = |memory: &mut MemoryMonitor| -> Result<Instant> {
@@ -271,7 +280,7 @@ pub fn run(
             if !norm.is_finite() {
                 bail!("step {step}: the gradient norm is {norm}");
             }
-            optimizer.step(model.params(), &g)?;
+            optimizer.step(model.trainable_params(), &g)?;
         }
         let done = phase_done(&mut memory)?;
 
@@ -300,6 +309,7 @@ pub fn run(
         measured.iter().map(|t| t.objective).sum::<f64>() / measured.iter().map(|t| t.total).sum::<f64>().max(1e-12);
     Ok(BenchReport {
         params: model.num_params(),
+        trainable_params: model.num_trainable_params(),
         threads: engine::ops::cpu_threads(),
         steps: timings,
         warmup,

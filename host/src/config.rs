@@ -24,6 +24,55 @@ pub struct RunConfig {
     pub train: TrainSection,
     /// Evaluation during training (off unless the table is present).
     pub eval: Option<EvalSection>,
+    /// Train a LoRA adapter instead of every weight (off unless the table is present).
+    pub lora: Option<LoraSection>,
+}
+
+/// `[lora]`: a LoRA adapter on the frozen base, PEFT's keys and defaults (`r` 8, `alpha` 8, dropout 0,
+/// q_proj and v_proj, as PEFT targets Llama and Qwen2), initialised as PEFT does from `[train] seed`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoraSection {
+    #[serde(default = "default_lora_r")]
+    pub r: usize,
+    #[serde(default = "default_lora_r_f64")]
+    pub alpha: f64,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "default_lora_targets")]
+    pub target_modules: LoraTargets,
+    #[serde(default)]
+    pub use_rslora: bool,
+}
+
+/// `target_modules`: a list of projection names, or `"all-linear"`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum LoraTargets {
+    Named(String),
+    List(Vec<String>),
+}
+
+impl LoraSection {
+    /// The engine's adapter configuration, checked; errors name the key.
+    pub fn to_engine(&self) -> Result<engine::LoraConfig> {
+        let targets = match &self.target_modules {
+            LoraTargets::Named(name) => vec![name.clone()],
+            LoraTargets::List(list) => list.clone(),
+        };
+        engine::LoraConfig::new(self.r, self.alpha, self.dropout, &targets, self.use_rslora)
+            .map_err(|e| anyhow::anyhow!("[lora] {e}"))
+    }
+}
+
+fn default_lora_r() -> usize {
+    8
+}
+fn default_lora_r_f64() -> f64 {
+    8.0
+}
+fn default_lora_targets() -> LoraTargets {
+    LoraTargets::List(vec!["q_proj".into(), "v_proj".into()])
 }
 
 /// `[eval]`: generate on an evaluation set every `every` steps and at the end, scored by an evaluator
@@ -361,6 +410,9 @@ impl RunConfig {
             }
         }
         engine::parse_dtype(&self.model.dtype).map_err(|e| anyhow::anyhow!("[model] dtype: {e}"))?;
+        if let Some(lora) = &self.lora {
+            lora.to_engine()?;
+        }
         Ok(())
     }
 }
@@ -433,5 +485,23 @@ mod tests {
         assert_eq!((c.model.dtype.as_str(), c.model.device.as_str()), ("bf16", "cuda:1"));
         let err = load(MINIMAL, &["model.dtype=f16"]).unwrap_err().to_string();
         assert!(err.contains("[model] dtype: unknown dtype `f16` (use f32 or bf16)"), "{err}");
+    }
+
+    #[test]
+    fn lora_section_defaults_and_refusals() {
+        assert!(load(MINIMAL, &[]).unwrap().lora.is_none());
+        let lora = load(MINIMAL, &["lora.r=16"]).unwrap().lora.unwrap().to_engine().unwrap();
+        assert_eq!((lora.r, lora.alpha, lora.dropout), (16, 8.0, 0.0));
+        assert_eq!(lora.target_modules, ["q_proj", "v_proj"]);
+        let all = load(MINIMAL, &["lora.target_modules=all-linear"]).unwrap().lora.unwrap().to_engine().unwrap();
+        assert_eq!(all.target_modules.len(), 7);
+        let err = load(&format!("{MINIMAL}[lora]\ntarget_modules = [\"q_proj\", \"lm_head\"]\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[lora] target module `lm_head` is not one of q_proj"), "{err}");
+        let err = load(MINIMAL, &["lora.r=0"]).unwrap_err().to_string();
+        assert!(err.contains("[lora] r must be at least 1"), "{err}");
+        let err = load(MINIMAL, &["lora.rank=4"]).unwrap_err().to_string();
+        assert!(err.contains("unknown field `rank`"), "{err}");
     }
 }

@@ -52,6 +52,9 @@ enum Command {
     Score {
         #[arg(long)]
         model: PathBuf,
+        /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) to attach to --model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         data: PathBuf,
         #[arg(long)]
@@ -72,10 +75,15 @@ enum Command {
     Preview(commands::preview::PreviewArgs),
     /// Convert a .gguf file into a Hugging Face model directory.
     Convert(commands::convert::ConvertArgs),
+    /// Fold a LoRA adapter into its base model and write a full Hugging Face model directory.
+    Merge(commands::merge::MergeArgs),
     /// Generate for every prompt of a data file and score the generations with an evaluator plugin.
     Eval {
         #[arg(long)]
         model: PathBuf,
+        /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) to attach to --model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         data: PathBuf,
         /// Evaluator plugin by name or path.
@@ -121,6 +129,9 @@ enum Command {
     Diagnose {
         #[arg(long)]
         model: PathBuf,
+        /// A LoRA adapter (PEFT's adapter_config.json + adapter_model.safetensors) to attach to --model.
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         #[arg(long)]
         data: PathBuf,
         /// Output stem: writes STEM.json and STEM.svg (histogram).
@@ -222,6 +233,12 @@ enum Command {
         /// Compute the padded batch (every row as long as --seq or MAX) instead of the packed rows (for comparison).
         #[arg(long)]
         padded: bool,
+        /// Train a LoRA adapter of this rank (alpha = 2r) on the frozen model instead of every weight.
+        #[arg(long)]
+        lora_r: Option<usize>,
+        /// The projections the adapter targets (with --lora-r): PEFT names, comma-separated, or all-linear.
+        #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj", requires = "lora_r")]
+        lora_targets: Vec<String>,
     },
 }
 
@@ -318,9 +335,10 @@ fn main() -> ExitCode {
                 TrainOptions { objective_override: plugin.as_deref(), search: &search, resume, overwrite, tag: None };
             commands::train::run(&config, &overrides, &options)
         }
-        Command::Score { model, data, out, prompt_key, response_key, batch_size, encode, device } => {
+        Command::Score { model, adapter, data, out, prompt_key, response_key, batch_size, encode, device } => {
             commands::score::run(&commands::score::ScoreArgs {
                 model: &model,
+                adapter: adapter.as_deref(),
                 data: &data,
                 out: &out,
                 prompt_key: &prompt_key,
@@ -332,8 +350,10 @@ fn main() -> ExitCode {
         }
         Command::Preview(args) => commands::preview::run(&args),
         Command::Convert(args) => commands::convert::run(&args),
+        Command::Merge(args) => commands::merge::run(&args),
         Command::Eval {
             model,
+            adapter,
             data,
             evaluator,
             params,
@@ -353,6 +373,7 @@ fn main() -> ExitCode {
             &commands::eval::EvalArgs {
                 device: &device,
                 model: &model,
+                adapter: adapter.as_deref(),
                 data: &data,
                 evaluator: &evaluator,
                 params: &params,
@@ -372,9 +393,10 @@ fn main() -> ExitCode {
             },
             &search,
         ),
-        Command::Diagnose { model, data, out, prompt_key, response_key, encode, batch_size } => {
+        Command::Diagnose { model, adapter, data, out, prompt_key, response_key, encode, batch_size } => {
             commands::diagnose::run(&commands::diagnose::DiagnoseArgs {
                 model: &model,
+                adapter: adapter.as_deref(),
                 data: &data,
                 out: &out,
                 prompt_key: &prompt_key,
@@ -420,6 +442,8 @@ fn main() -> ExitCode {
             dtype,
             autograd,
             padded,
+            lora_r,
+            lora_targets,
         } => commands::bench::run(
             &host::bench::BenchOptions {
                 shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
@@ -438,6 +462,10 @@ fn main() -> ExitCode {
                     (false, true) => host::bench::BenchPass::Padded,
                     (false, false) => host::bench::BenchPass::Packed,
                 },
+                lora: lora_r
+                    .map(|r| engine::LoraConfig::new(r, 2.0 * r as f64, 0.0, &lora_targets, false))
+                    .transpose()
+                    .map_err(|e| anyhow::anyhow!("--lora-r/--lora-targets: {e}"))?,
             },
             threads,
         ),

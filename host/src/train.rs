@@ -151,6 +151,12 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         eps: config.optim.eps,
         weight_decay: config.optim.weight_decay,
     };
+    // LoRA: a fresh adapter on the frozen base (its B is zero: the model's outputs, and the base
+    // log-probs scored above, are unchanged by it).
+    let lora = config.lora.as_ref().map(|section| section.to_engine()).transpose()?;
+    if let Some(lora) = &lora {
+        model.add_lora(lora, config.train.seed)?;
+    }
     let mut optimizer = AdamW::new(adamw);
     let mut state = TrainerState {
         step: 0,
@@ -212,9 +218,13 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                     );
                 }
             }
-            model = Model::load_with_dtype(&checkpoint, &device, dtype)?;
+            // A LoRA checkpoint is the adapter alone; the base is `[model] path`, loaded above.
+            match &lora {
+                Some(_) => model.load_adapter(&checkpoint)?,
+                None => model = Model::load_with_dtype(&checkpoint, &device, dtype)?,
+            }
             optimizer = AdamW::load_state(checkpoint.join(OPTIMIZER_FILE), adamw, &device)?;
-            optimizer.check_matches(model.params())?;
+            optimizer.check_matches(model.trainable_params())?;
             resumed_from = Some(saved.step);
             state = saved;
             tracing::info!("resuming from {} (step {})", checkpoint.display(), state.step);
@@ -225,18 +235,29 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     let resumed_at = (options.resume && run_dir.metrics().exists()).then_some(state.step);
     let mut metrics = MetricsLog::open(&run_dir.metrics(), resumed_at)?;
     let progress = Progress::new(total_steps, state.step, options.tag);
+    let what = match &lora {
+        Some(l) => format!(
+            "a LoRA adapter (r {}, alpha {}, {}: {} trainable parameters) on {} ({} parameters, frozen)",
+            l.r,
+            l.alpha,
+            l.target_modules.join(", "),
+            model.num_trainable_params(),
+            model_dir.display(),
+            model.num_params()
+        ),
+        None => format!("{} ({} parameters)", model_dir.display(), model.num_params()),
+    };
     tracing::info!(
-        "training {} ({} parameters) on {n} examples with `{}` for {total_steps} steps of {batch_size} (micro-batches of {micro})",
-        model_dir.display(),
-        model.num_params(),
+        "training {what} on {n} examples with `{}` for {total_steps} steps of {batch_size} (micro-batches of {micro})",
         objective.name()
     );
 
     let longest = sets.iter().flat_map(|s| &s.examples).map(|e| e.ids.len()).max().unwrap_or(0);
-    eprintln!(
-        "{}",
-        MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, micro, longest).report(&device, dtype)
-    );
+    let mut estimate = MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, micro, longest);
+    if lora.is_some() {
+        estimate = estimate.with_lora(model.num_trainable_params());
+    }
+    eprintln!("{}", estimate.report(&device, dtype));
     let mut memory = MemoryMonitor::new(&device);
 
     let pad_id = tokenizer.eos_id;
@@ -319,7 +340,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
                 };
                 // Skipped, as verl skips it: an update by a non-finite gradient would ruin every weight.
                 if norm.is_finite() {
-                    optimizer.step(model.params(), g)?;
+                    optimizer.step(model.trainable_params(), g)?;
                     memory.poll();
                 } else {
                     skipped = Some(Skip::NonFinite(format!("the gradient norm is {norm}")));

@@ -24,6 +24,29 @@ pub const LINEAR_MODULES: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "
 pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
 pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
+/// Whether `dir` holds an adapter alone (PEFT's files and no `config.json` of a full model).
+pub fn is_adapter_dir(dir: &Path) -> bool {
+    dir.join(ADAPTER_CONFIG_FILE).is_file() && !dir.join("config.json").is_file()
+}
+
+/// The base model an adapter directory names (`base_model_name_or_path`), when that is a directory here.
+fn adapter_base(dir: &Path) -> Result<std::path::PathBuf> {
+    let path = dir.join(ADAPTER_CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let raw: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let base = raw.get("base_model_name_or_path").and_then(Value::as_str).unwrap_or("");
+    let base = std::path::PathBuf::from(base);
+    if base.as_os_str().is_empty() || !base.join("config.json").is_file() {
+        bail!(
+            "{} is a LoRA adapter whose base_model_name_or_path `{}` is not a model directory here; give the base model and the adapter separately (--model BASE --adapter {})",
+            dir.display(),
+            base.display(),
+            dir.display()
+        );
+    }
+    Ok(base)
+}
+
 /// What an adapter is: rank, scaling and the projections it adapts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LoraConfig {
@@ -193,6 +216,15 @@ fn uniform(state: &mut u64) -> f64 {
 }
 
 impl Model {
+    /// Loads an adapter directory on the base model its `adapter_config.json` names
+    /// ([`is_adapter_dir`]); the base's files (tokenizer and all) are then the model's `source_dir`.
+    pub(super) fn load_adapter_dir(dir: &Path, device: &candle_core::Device, dtype: DType) -> Result<Model> {
+        let base = adapter_base(dir)?;
+        let mut model = Model::load_with_dtype(&base, device, dtype)?;
+        model.load_adapter(dir)?;
+        Ok(model)
+    }
+
     /// Attaches a fresh adapter as PEFT initialises one: A from `kaiming_uniform_(a=√5)`, i.e.
     /// U(-1/√in, 1/√in), B zero (so the model's outputs do not change), deterministic in `seed`. The
     /// adapters are float32 whatever the base's dtype; the base is frozen from now on.
@@ -267,10 +299,15 @@ impl Model {
         weights::write_safetensors(&dir.join(ADAPTER_WEIGHTS_FILE), &tensors, &[("format".into(), "pt".into())])
     }
 
-    /// Attaches the adapter saved in `dir` (by PEFT or by [`Model::write_adapter`]): every tensor the
-    /// configuration implies must be there with its shape and finite, and no other.
+    /// Attaches the adapter saved in `dir` (by PEFT or by [`Model::write_adapter`]), replacing any
+    /// attached one: every tensor the configuration implies must be there with its shape and finite,
+    /// and no other.
     pub fn load_adapter(&mut self, dir: &Path) -> Result<()> {
-        let config = LoraConfig::from_peft_json(&dir.join(ADAPTER_CONFIG_FILE))?;
+        let config_path = dir.join(ADAPTER_CONFIG_FILE);
+        if !config_path.is_file() {
+            bail!("{}: no {ADAPTER_CONFIG_FILE}: not a LoRA adapter directory", dir.display());
+        }
+        let config = LoraConfig::from_peft_json(&config_path)?;
         let path = dir.join(ADAPTER_WEIGHTS_FILE);
         let (mut stored, _) = weights::read_safetensors(&path, &self.device)?;
         // PEFT names tensors without the adapter name on save; some tools keep `.default`.
@@ -278,8 +315,27 @@ impl Model {
             .into_iter()
             .map(|(k, v)| (k.replace(".lora_A.default.", ".lora_A.").replace(".lora_B.default.", ".lora_B."), v))
             .collect();
+        // On a bad file the model is left as it was (with its earlier adapter, if any).
+        let previous = self.detach_lora();
         self.add_lora(&config, 0)?;
-        let Some(lora) = &self.lora else { unreachable!("attached above") };
+        let filled = self.fill_adapter(&config, stored, &path);
+        if filled.is_err() {
+            self.detach_lora();
+            if let Some(previous) = previous {
+                self.reattach_lora(previous);
+            }
+        }
+        filled
+    }
+
+    /// Sets the freshly attached adapter's tensors from `stored`, which must hold exactly them.
+    fn fill_adapter(
+        &self,
+        config: &LoraConfig,
+        mut stored: std::collections::HashMap<String, Tensor>,
+        path: &Path,
+    ) -> Result<()> {
+        let Some(lora) = &self.lora else { bail!("no adapter attached") };
         for (name, var) in &lora.params {
             let Some(value) = stored.remove(name) else {
                 bail!("{}: no tensor `{name}` (target_modules {:?})", path.display(), config.target_modules);
@@ -300,13 +356,27 @@ impl Model {
         Ok(())
     }
 
-    /// Folds the adapter into the base weights (`W += s·B·A`, in float32, rounded once to the base's
-    /// dtype) and removes it: the model is then a plain model that saves as a full checkpoint.
-    pub fn merge_lora(&mut self) -> Result<()> {
-        let Some(_) = self.lora.take() else { bail!("the model has no LoRA adapter to merge") };
+    /// Removes the adapter (and the projections' references to it), returning it.
+    fn detach_lora(&mut self) -> Option<(Lora, Vec<Option<Adapter>>)> {
+        let lora = self.lora.take()?;
+        let adapters = self.linears_mut().into_iter().map(|linear| linear.adapter.take()).collect();
+        Some((lora, adapters))
+    }
+
+    /// Puts back what [`Model::detach_lora`] removed.
+    fn reattach_lora(&mut self, (lora, adapters): (Lora, Vec<Option<Adapter>>)) {
+        for (linear, adapter) in self.linears_mut().into_iter().zip(adapters) {
+            linear.adapter = adapter;
+        }
+        self.lora = Some(lora);
+    }
+
+    /// Every adaptable projection, layer by layer in [`LINEAR_MODULES`] order.
+    fn linears_mut(&mut self) -> Vec<&mut Linear> {
+        let mut all = Vec::new();
         for block in &mut self.layers {
             let (attn, mlp) = (&mut block.self_attn, &mut block.mlp);
-            for linear in [
+            all.extend([
                 &mut attn.q_proj,
                 &mut attn.k_proj,
                 &mut attn.v_proj,
@@ -314,12 +384,20 @@ impl Model {
                 &mut mlp.gate_proj,
                 &mut mlp.up_proj,
                 &mut mlp.down_proj,
-            ] {
-                if let Some(adapter) = linear.adapter.take() {
-                    let delta = (adapter.b.as_tensor().matmul(adapter.a.as_tensor())? * adapter.scale)?;
-                    let merged = (linear.weight.as_tensor().to_dtype(DType::F32)? + delta)?;
-                    linear.weight.set(&merged.to_dtype(linear.weight.dtype())?)?;
-                }
+            ]);
+        }
+        all
+    }
+
+    /// Folds the adapter into the base weights (`W += s·B·A`, in float32, rounded once to the base's
+    /// dtype) and removes it: the model is then a plain model that saves as a full checkpoint.
+    pub fn merge_lora(&mut self) -> Result<()> {
+        let Some(_) = self.lora.take() else { bail!("the model has no LoRA adapter to merge") };
+        for linear in self.linears_mut() {
+            if let Some(adapter) = linear.adapter.take() {
+                let delta = (adapter.b.as_tensor().matmul(adapter.a.as_tensor())? * adapter.scale)?;
+                let merged = (linear.weight.as_tensor().to_dtype(DType::F32)? + delta)?;
+                linear.weight.set(&merged.to_dtype(linear.weight.dtype())?)?;
             }
         }
         Ok(())

@@ -1,6 +1,7 @@
 //! `host bench --hidden H --layers L --heads N --kv-heads K --vocab V --intermediate I --batch B
 //! (--seq T | --lengths MIN:MAX) --steps S [--objective NAME] [--warmup W] [--threads N] [--device cpu|cuda:N]
-//! [--dtype f32|bf16] [--autograd | --padded]`: training throughput on a random model.
+//! [--dtype f32|bf16] [--autograd | --padded] [--lora-r R [--lora-targets q_proj,v_proj|all-linear]]`:
+//! training throughput on a random model (with `--lora-r`, of a LoRA adapter on it, the model frozen).
 //!
 //! Prints the memory estimate, one line per step, then the medians after warm-up, the peak memory (RSS;
 //! on a CUDA device also `peak device memory: X MiB in use, Y MiB allocated`), the objective plugin's
@@ -25,7 +26,7 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
     }
     let s = options.shape;
     println!(
-        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}; {} {}{}",
+        "bench: hidden {} intermediate {} layers {} heads {} kv-heads {} vocab {}; batch {} x {} tokens; {} steps ({} warm-up); objective {}; {} {}{}{}",
         s.hidden,
         s.intermediate,
         s.layers,
@@ -46,6 +47,10 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
             bench::BenchPass::Packed => "",
             bench::BenchPass::Padded => "; padded batch",
             bench::BenchPass::Autograd => "; candle autograd pass",
+        },
+        match &options.lora {
+            Some(l) => format!("; LoRA r {} on {}", l.r, l.target_modules.join(",")),
+            None => String::new(),
         }
     );
     let tokens = options.batch * options.seq;
@@ -66,7 +71,7 @@ pub fn run(options: &BenchOptions<'_>, threads: Option<usize>) -> Result<()> {
         );
     })?;
 
-    println!("parameters: {}  threads: {}", report.params, report.threads);
+    println!("parameters: {}  trainable: {}  threads: {}", report.params, report.trainable_params, report.threads);
     println!("loss (objective mean): first {:.6}, last {:.6}", report.first_loss, report.last_loss);
     let step_median: f64 = bench::median(report.steps[report.warmup..].iter().map(|t| t.total));
     let breakdown: Vec<String> = StepTiming::PHASES

@@ -3,14 +3,16 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use engine::{Device, Model};
+use engine::Device;
 
 use crate::continuum::diagnose::{diagnose_records, table, write_outputs};
-use crate::data::{self, TextTokenizer};
+use crate::data;
 use crate::encode::EncodeOptions;
 
 pub struct DiagnoseArgs<'a> {
     pub model: &'a Path,
+    /// A LoRA adapter to attach to `model`.
+    pub adapter: Option<&'a Path>,
     pub data: &'a Path,
     pub out: &'a Path,
     pub prompt_key: &'a str,
@@ -25,8 +27,8 @@ pub fn run(args: &DiagnoseArgs<'_>) -> Result<()> {
     }
     // Data first: a bad file is refused before the model is loaded.
     let records = data::read_records(args.data, args.prompt_key, args.response_key)?;
-    let model = Model::load(args.model, &Device::Cpu)?;
-    let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
+    let model = crate::model_source::load(args.model, args.adapter, &Device::Cpu)?;
+    let tokenizer = crate::model_source::tokenizer(&model)?;
     let name = args.data.display().to_string();
     let diagnosis = diagnose_records(&model, &tokenizer, &name, &records, args.encode, args.batch_size)?;
 

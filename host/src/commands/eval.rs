@@ -5,17 +5,18 @@
 use std::path::Path;
 
 use anyhow::{bail, Result};
-use engine::Model;
 use plugin_api::PluginKind;
 use serde_json::json;
 
-use crate::data::{self, TextTokenizer};
+use crate::data;
 use crate::eval::{self, EvalSettings};
 use crate::plugins::params::ParamSet;
 use crate::plugins::{EvaluatorPlugin, LoadedPlugin, SearchPath};
 
 pub struct EvalArgs<'a> {
     pub model: &'a Path,
+    /// A LoRA adapter to attach to `model`.
+    pub adapter: Option<&'a Path>,
     pub data: &'a Path,
     pub evaluator: &'a str,
     /// Evaluator parameters as `key=value`.
@@ -42,8 +43,8 @@ pub fn run(args: &EvalArgs<'_>, search: &SearchPath) -> Result<()> {
     let params = ParamSet::from_assignments(plugin.params(), args.params, "--param")?;
     let evaluator = EvaluatorPlugin::create(plugin, &params)?;
     let records = data::read_records(args.data, args.prompt_key, args.response_key)?;
-    let model = Model::load(args.model, &engine::open_device(args.device)?)?;
-    let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
+    let model = crate::model_source::load(args.model, args.adapter, &engine::open_device(args.device)?)?;
+    let tokenizer = crate::model_source::tokenizer(&model)?;
 
     let report = eval::evaluate_with_progress(&model, &tokenizer, &records, &evaluator, &settings, |done, total| {
         tracing::info!("generated {done}/{total} examples")
@@ -52,6 +53,9 @@ pub fn run(args: &EvalArgs<'_>, search: &SearchPath) -> Result<()> {
     eval::write_atomic(args.out, &report.to_jsonl())?;
     let mut summary = report.summary(&settings);
     summary["model"] = json!(args.model.display().to_string());
+    if let Some(adapter) = args.adapter {
+        summary["adapter"] = json!(adapter.display().to_string());
+    }
     summary["data"] = json!(args.data.display().to_string());
     summary["evaluator"] = json!(evaluator.plugin.name());
     summary["evaluator_path"] = json!(evaluator.plugin.path.display().to_string());

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod diagnose;
 pub mod eval;
 pub mod init_model;
+pub mod merge;
 pub mod plot;
 pub mod plugins;
 pub mod preview;

@@ -4,14 +4,15 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
-use engine::Model;
+use anyhow::{Context, Result};
 
-use crate::data::{self, TextTokenizer};
+use crate::data;
 use crate::encode::EncodeOptions;
 
 pub struct ScoreArgs<'a> {
     pub model: &'a Path,
+    /// A LoRA adapter to attach to `model`.
+    pub adapter: Option<&'a Path>,
     pub data: &'a Path,
     pub out: &'a Path,
     pub prompt_key: &'a str,
@@ -24,11 +25,8 @@ pub struct ScoreArgs<'a> {
 
 pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     crate::eval::refuse_overwriting_input(args.out, args.data)?;
-    if !args.model.is_dir() {
-        bail!("--model {}: no such model directory", args.model.display());
-    }
-    let model = Model::load(args.model, &engine::open_device(args.device)?)?;
-    let tokenizer = TextTokenizer::from_model_dir(args.model, model.config())?;
+    let model = crate::model_source::load(args.model, args.adapter, &engine::open_device(args.device)?)?;
+    let tokenizer = crate::model_source::tokenizer(&model)?;
     let records = data::read_jsonl(args.data, args.prompt_key, args.response_key)?;
     let name = args.data.display().to_string();
     let mut dataset = data::tokenize(&name, &records, &tokenizer, None, args.encode)?;

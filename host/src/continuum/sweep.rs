@@ -887,7 +887,7 @@ fn run_one(
 
     // Evaluated where it trained.
     let model = Model::load(&final_dir, &engine::open_device(&config.model.device)?)?;
-    let tokenizer = TextTokenizer::from_model_dir(&final_dir, model.config())?;
+    let tokenizer = crate::model_source::tokenizer(&model)?;
     let mut scores = BTreeMap::new();
     for protocol in &plan.protocols {
         println!("{tag}: evaluating `{}` on {} examples ...", protocol.name, protocol.records.len());

@@ -17,6 +17,9 @@ bench --lengths` does (the same splitmix64 stream from the seed, so the same len
 random in both but not the same), pads the rows to MAX on the right and puts the loss on the real
 positions only: PyTorch computes the padding, the host does not.
 
+`--lora-r R` (needs peft) trains a PEFT LoRA adapter of rank R (alpha 2R, dropout 0, on `--lora-targets`,
+default q_proj,v_proj) on the frozen model instead of every weight, as `host bench --lora-r` does.
+
 Prints per-step timings, the median tokens/s after warm-up, the peak RSS (on a GPU also `peak device
 memory: X MiB in use, Y MiB allocated`, in use as cudaMemGetInfo polled after each phase, allocated as
 torch.cuda.max_memory_allocated), the padding share, `useful tokens/s: X` (positions that carry loss), and as its last line `tokens/s: X`
@@ -79,6 +82,8 @@ def main():
     ap.add_argument("--dtype", default="f32", choices=("f32", "bf16"))
     ap.add_argument("--attn", default="eager", choices=("eager", "sdpa"),
                     help="attention implementation (eager materialises the attention matrices, as the host does)")
+    ap.add_argument("--lora-r", type=int, help="train a PEFT LoRA adapter of this rank (alpha 2r)")
+    ap.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated projections, or all-linear")
     args = ap.parse_args()
     if args.lengths:
         args.seq = args.lengths[1]
@@ -110,9 +115,14 @@ def main():
     )
     config._attn_implementation = args.attn
     model = transformers.Qwen2ForCausalLM(config).to(torch.float32).to(device)
+    n_params = sum(p.numel() for p in model.parameters())
+    if args.lora_r:
+        import peft
+        targets = "all-linear" if args.lora_targets == "all-linear" else args.lora_targets.split(",")
+        lora = peft.LoraConfig(r=args.lora_r, lora_alpha=2 * args.lora_r, lora_dropout=0.0, target_modules=targets)
+        model = peft.get_peft_model(model, lora)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    n_params = sum(p.numel() for p in params)
     if args.dtype == "bf16":
         master = [p.detach().clone() for p in params]  # float32 master weights
         model.to(torch.bfloat16)
@@ -141,7 +151,8 @@ def main():
     print(
         f"pytorch: hidden {args.hidden} intermediate {args.intermediate} layers {args.layers} heads {args.heads} "
         f"kv-heads {args.kv_heads} vocab {args.vocab}; batch {args.batch} x {args.seq} tokens; {args.steps} steps "
-        f"({args.warmup} warm-up); {args.device} {args.dtype} attention {args.attn}; "
+        f"({args.warmup} warm-up); {args.device} {args.dtype} attention {args.attn}"
+        f"{f'; LoRA r {args.lora_r} on {args.lora_targets}' if args.lora_r else ''}; "
         f"torch {torch.__version__}, transformers {transformers.__version__}",
         flush=True,
     )
@@ -215,7 +226,7 @@ def main():
         f"({100 * statistics.median(t[j] for t in measured) / step_median:.1f}%)"
         for j, name in enumerate(phases)
     )
-    print(f"parameters: {n_params}  threads: {torch.get_num_threads()}")
+    print(f"parameters: {n_params}  trainable: {sum(p.numel() for p in params)}  threads: {torch.get_num_threads()}")
     print(f"loss (objective mean): first {first_loss:.6f}, last {last_loss:.6f}")
     print(f"median step: {step_median:.3f}s  {breakdown}")
     rss = peak_rss_kib()

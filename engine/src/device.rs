@@ -220,6 +220,9 @@ pub struct MemoryEstimate {
     /// With a LoRA adapter ([`MemoryEstimate::with_lora`]): the trainable scalars, and the total a full
     /// fine-tune of the same model would need.
     pub lora: Option<(u64, u64)>,
+    /// The part of `activations` kept only for the base weights' gradients (the hand-written pass drops
+    /// it when the base is frozen).
+    weight_grad_inputs: u64,
 }
 
 impl MemoryEstimate {
@@ -249,7 +252,9 @@ impl MemoryEstimate {
     /// attention log-sum-exps (n) and two inverse RMS; attention is tiled, so nothing grows with T². The
     /// head keeps the logits (turned into their gradient in place) and the final norm's input and output,
     /// and the backward pass holds about one more layer's worth while it runs:
-    /// `(L + 1)·B·T·4·(4H + 2nd + 2kd + 3I + n + 2) + B·T·4·(V + 2H)`.
+    /// `(L + 1)·B·T·4·(4H + 2nd + 2kd + 3I + n + 2) + B·T·4·(V + 2H)`. Of that, both norm outputs and
+    /// the SwiGLU product, `(L + 1)·B·T·4·(2H + I)`, serve only the weight gradients: with a frozen base
+    /// ([`MemoryEstimate::with_lora`]) they are not kept.
     pub fn new(
         config: &crate::ModelConfig,
         num_params: usize,
@@ -268,12 +273,13 @@ impl MemoryEstimate {
             config.num_hidden_layers as u64,
         );
         let (n, k, d) = (config.num_attention_heads as u64, config.num_key_value_heads as u64, config.head_dim as u64);
-        let (layers, head) = if device.is_cpu() && dtype == DType::F32 {
-            ((l + 1) * b * t * 4 * (4 * h + 2 * n * d + 2 * k * d + 3 * i + n + 2), b * t * 4 * (v + 2 * h))
+        let (layers, head, weight_grad_inputs) = if device.is_cpu() && dtype == DType::F32 {
+            let per_token = 4 * h + 2 * n * d + 2 * k * d + 3 * i + n + 2;
+            ((l + 1) * b * t * 4 * per_token, b * t * 4 * (v + 2 * h), (l + 1) * b * t * 4 * (2 * h + i))
         } else {
             let layers =
                 l * b * t * (e * (12 * h + 6 * (n + 2 * k) * d + 4 * i) + 16 * h) + l * b * n * t * t * (2 * e + c);
-            (layers, b * t * v * (e + c + 12))
+            (layers, b * t * v * (e + c + 12), 0)
         };
         let p = num_params as u64;
         MemoryEstimate {
@@ -282,18 +288,21 @@ impl MemoryEstimate {
             optimizer: p * crate::AdamW::state_bytes_per_param(dtype) as u64,
             activations: layers + head,
             lora: None,
+            weight_grad_inputs,
         }
     }
 
     /// The same run with a LoRA adapter of `trainable` float32 scalars: gradients and AdamW state for
     /// the adapter only (no master copy: adapters are float32), the frozen base's parameters as before,
-    /// and the adapter's own products (`x·Aᵀ`, r per token and projection) too small to count.
+    /// no activations kept for base weight gradients, and the adapter's own products (`x·Aᵀ`, r per
+    /// token and projection, recomputed in backward) too small to count.
     pub fn with_lora(self, trainable: usize) -> Self {
         let t = trainable as u64;
         let full = self.total();
         MemoryEstimate {
             grads: t * 4,
             optimizer: t * crate::AdamW::state_bytes_per_param(DType::F32) as u64,
+            activations: self.activations - self.weight_grad_inputs,
             lora: Some((t, full)),
             ..self
         }

@@ -426,6 +426,7 @@ impl Model {
     /// `ENGINE_TRAINING_PASS=autograd` in the environment makes every training pass candle's
     /// autograd (to compare whole runs between the two).
     pub fn training_pass_packed(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<TrainingPass> {
+        self.check_trainable()?;
         let (batch, time) = training_dims(input_ids)?;
         let layout = backprop::Layout::new(batch, time, lengths)?;
         if !backprop::applies(self) || autograd_requested() {
@@ -438,6 +439,7 @@ impl Model {
     /// [`Model::training_pass`] through candle's autograd whatever the device and dtype (the
     /// reference the hand-written pass is tested and benchmarked against).
     pub fn training_pass_autograd(&self, input_ids: &Tensor) -> Result<TrainingPass> {
+        self.check_trainable()?;
         training_dims(input_ids)?;
         let logits = self.forward(input_ids)?;
         let logp = token_logprobs(&logits, input_ids)?;

@@ -236,8 +236,8 @@ fn bad_adapters_are_refused_by_key_or_tensor() -> Result<()> {
     assert!(err.contains("`use_dora` = true is not supported"), "{err}");
     let err = refused(&|c| c["target_modules"] = serde_json::json!(["q_proj", "lm_head"]), &keep)?;
     assert!(err.contains("target module `lm_head`"), "{err}");
-    let err = refused(&|c| c["lora_dropout"] = 0.1.into(), &keep)?;
-    assert!(err.contains("dropout 0.1"), "{err}");
+    let err = refused(&|c| c["r"] = 1_000_000_000.into(), &keep)?;
+    assert!(err.contains("r = 1000000000 is larger than q_proj can use"), "{err}");
     let err = refused(&|c| c["r"] = "eight".into(), &keep)?;
     assert!(err.contains("`r` must be a positive integer"), "{err}");
     let err = refused(&|_| {}, &|t| {
@@ -251,5 +251,25 @@ fn bad_adapters_are_refused_by_key_or_tensor() -> Result<()> {
         t.push(("base_model.model.lm_head.lora_A.weight".into(), extra));
     })?;
     assert!(err.contains("`base_model.model.lm_head.lora_A.weight` is not part of the adapter"), "{err}");
+    Ok(())
+}
+
+/// Dropout acts only in training: an adapter saved with `lora_dropout` 0.1 (as many PEFT adapters are)
+/// scores exactly as with 0, and only a training pass refuses it.
+#[test]
+fn an_adapter_with_dropout_scores_and_refuses_only_training() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    edited_adapter(dir.path(), |c| c["lora_dropout"] = 0.1.into(), |_| {})?;
+    let mut model = load("llama-tiny")?;
+    model.load_adapter(dir.path())?;
+    let plain = with_adapter(ADAPTERS[1].0, ADAPTERS[1].1)?;
+    let ids = [1u32, 5, 9, 2, 7, 3];
+    assert_eq!(logits(&model, &ids)?, logits(&plain, &ids)?);
+    let batch = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu)?;
+    for pass in [model.training_pass(&batch).err(), model.training_pass_autograd(&batch).err()] {
+        let err = pass.context("expected a refusal")?.to_string();
+        assert!(err.contains("LoRA dropout 0.1: training with adapter dropout is not implemented"), "{err}");
+    }
+    assert!(plain.training_pass(&batch).is_ok());
     Ok(())
 }

@@ -412,6 +412,12 @@ impl RunConfig {
         engine::parse_dtype(&self.model.dtype).map_err(|e| anyhow::anyhow!("[model] dtype: {e}"))?;
         if let Some(lora) = &self.lora {
             lora.to_engine()?;
+            if lora.dropout != 0.0 {
+                bail!(
+                    "[lora] dropout {}: training with adapter dropout is not implemented yet (use 0, PEFT's default)",
+                    lora.dropout
+                );
+            }
         }
         Ok(())
     }
@@ -501,6 +507,8 @@ mod tests {
         assert!(err.contains("[lora] target module `lm_head` is not one of q_proj"), "{err}");
         let err = load(MINIMAL, &["lora.r=0"]).unwrap_err().to_string();
         assert!(err.contains("[lora] r must be at least 1"), "{err}");
+        let err = load(MINIMAL, &["lora.dropout=0.05"]).unwrap_err().to_string();
+        assert!(err.contains("[lora] dropout 0.05: training with adapter dropout is not implemented yet"), "{err}");
         let err = load(MINIMAL, &["lora.rank=4"]).unwrap_err().to_string();
         assert!(err.contains("unknown field `rank`"), "{err}");
     }

@@ -155,7 +155,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     // log-probs scored above, are unchanged by it).
     let lora = config.lora.as_ref().map(|section| section.to_engine()).transpose()?;
     if let Some(lora) = &lora {
-        model.add_lora(lora, config.train.seed)?;
+        model.add_lora(lora, config.train.seed).map_err(|e| anyhow!("[lora] {e}"))?;
     }
     let mut optimizer = AdamW::new(adamw);
     let mut state = TrainerState {

@@ -54,7 +54,10 @@ pub(super) struct Tape {
 struct LayerTape {
     x_in: Buf,
     inv_rms1: Buf,
-    h1: Buf,
+    /// The inputs of the projections (norm outputs and the SwiGLU product) serve only their weight
+    /// and adapter gradients: kept when the base trains; with a frozen base (LoRA) dropped, and
+    /// recomputed in the backward pass where an adapter needs them (see [`projection_input`]).
+    h1: Option<Buf>,
     /// Queries and keys after rope.
     q: Buf,
     k: Buf,
@@ -65,10 +68,10 @@ struct LayerTape {
     attn_out: Buf,
     x_mid: Buf,
     inv_rms2: Buf,
-    h2: Buf,
+    h2: Option<Buf>,
     gate: Buf,
     up: Buf,
-    act: Buf,
+    act: Option<Buf>,
 }
 
 pub(super) use buffers::release as release_buffers;
@@ -320,6 +323,8 @@ fn layer_forward(
     let act = swiglu(&gate, &up);
     let mut x_out = linear(&act, &p.down, dims.rows);
     add_in_place(&mut x_out, &x_mid);
+    let keep = |input: Buf| (!p.q.frozen).then_some(input);
+    let (h1, h2, act) = (keep(h1), keep(h2), keep(act));
     (LayerTape { x_in, inv_rms1, h1, q, k, v, attn_lse, attn_out, x_mid, inv_rms2, h2, gate, up, act }, x_out)
 }
 
@@ -424,12 +429,17 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
 
     for (block, tape) in model.layers.iter().zip(layers).rev() {
         let p = BlockParams::new(block, frozen)?;
+        let (eps, hidden) = (dims.eps, dims.hidden);
         // MLP: x_out = x_mid + down(silu(gate(h2)) · up(h2)), h2 = norm2(x_mid).
-        let d_act = linear_backward(&dx, &tape.act, &p.down, dims.rows, &mut grads);
+        let act = projection_input(tape.act, &[&p.down], || swiglu(&tape.gate, &tape.up));
+        let d_act = linear_backward(&dx, act.as_deref(), &p.down, dims.rows, &mut grads);
+        drop(act);
         let (d_gate, d_up) = swiglu_backward(&d_act, &tape.gate, &tape.up);
         drop(d_act);
-        let mut d_h2 = linear_backward(&d_gate, &tape.h2, &p.gate, dims.rows, &mut grads);
-        linear_backward_into(&mut d_h2, &d_up, &tape.h2, &p.up, dims.rows, &mut grads);
+        let h2 = projection_input(tape.h2, &[&p.gate, &p.up], || rms_norm(&tape.x_mid, p.ln2.data(), hidden, eps).1);
+        let mut d_h2 = linear_backward(&d_gate, h2.as_deref(), &p.gate, dims.rows, &mut grads);
+        linear_backward_into(&mut d_h2, &d_up, h2.as_deref(), &p.up, dims.rows, &mut grads);
+        drop(h2);
         let (d_mid, d_ln2) = rms_norm_backward(&d_h2, &tape.x_mid, &tape.inv_rms2, p.ln2.data(), dims.hidden, !frozen);
         if let Some(d_ln2) = d_ln2 {
             add_in_place(grads.get(p.ln2_id, dims.hidden), &d_ln2);
@@ -437,7 +447,7 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
         add_in_place(&mut dx, &d_mid); // dx is now the gradient at x_mid
 
         // Attention: x_mid = x_in + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm1(x_in).
-        let d_attn = linear_backward(&dx, &tape.attn_out, &p.o, dims.rows, &mut grads);
+        let d_attn = linear_backward(&dx, Some(&tape.attn_out), &p.o, dims.rows, &mut grads);
         let (mut dq, mut dk, dv) = attention::backward(
             &d_attn,
             attention::Saved { q: &tape.q, k: &tape.k, v: &tape.v, out: &tape.attn_out, lse: &tape.attn_lse },
@@ -447,9 +457,11 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
         drop(d_attn);
         rope(&mut dq, &cos, &sin, &layout, dims, dims.heads, true);
         rope(&mut dk, &cos, &sin, &layout, dims, dims.kv_heads, true);
-        let mut d_h1 = linear_backward(&dq, &tape.h1, &p.q, dims.rows, &mut grads);
-        linear_backward_into(&mut d_h1, &dk, &tape.h1, &p.k, dims.rows, &mut grads);
-        linear_backward_into(&mut d_h1, &dv, &tape.h1, &p.v, dims.rows, &mut grads);
+        let h1 = projection_input(tape.h1, &[&p.q, &p.k, &p.v], || rms_norm(&tape.x_in, p.ln1.data(), hidden, eps).1);
+        let mut d_h1 = linear_backward(&dq, h1.as_deref(), &p.q, dims.rows, &mut grads);
+        linear_backward_into(&mut d_h1, &dk, h1.as_deref(), &p.k, dims.rows, &mut grads);
+        linear_backward_into(&mut d_h1, &dv, h1.as_deref(), &p.v, dims.rows, &mut grads);
+        drop(h1);
         let (d_in, d_ln1) = rms_norm_backward(&d_h1, &tape.x_in, &tape.inv_rms1, p.ln1.data(), dims.hidden, !frozen);
         if let Some(d_ln1) = d_ln1 {
             add_in_place(grads.get(p.ln1_id, dims.hidden), &d_ln1);
@@ -611,15 +623,29 @@ fn adapter_down(x: &[f32], ad: &AdapterParams, rows: usize) -> Buf {
     down
 }
 
-/// Accumulates `dW += dyᵀ · x` (and `db += Σ_rows dy`), and returns `dx = dy · W`.
-fn linear_backward(dy: &[f32], x: &[f32], p: &LinearParams, rows: usize, grads: &mut GradBuffers) -> Buf {
-    let mut dx = Buf::stale(x.len());
+/// The input of projections `users` for their backward pass: the kept one, else (a frozen base) recomputed
+/// when one of them has an adapter, else none (a frozen projection's input gradient needs only its weight).
+fn projection_input(kept: Option<Buf>, users: &[&LinearParams], recompute: impl FnOnce() -> Buf) -> Option<Buf> {
+    kept.or_else(|| users.iter().any(|p| p.adapter.is_some()).then(recompute))
+}
+
+/// Accumulates `dW += dyᵀ · x` (and `db += Σ_rows dy`), and returns `dx = dy · W`. `x` (the forward
+/// input) is needed only when the weight or an adapter trains.
+fn linear_backward(dy: &[f32], x: Option<&[f32]>, p: &LinearParams, rows: usize, grads: &mut GradBuffers) -> Buf {
+    let mut dx = Buf::stale(rows * p.weight.data().len() / (dy.len() / rows));
     linear_backward_impl(&mut dx, false, dy, x, p, rows, grads);
     dx
 }
 
 /// As [`linear_backward`], adding `dy · W` into `dx`.
-fn linear_backward_into(dx: &mut [f32], dy: &[f32], x: &[f32], p: &LinearParams, rows: usize, grads: &mut GradBuffers) {
+fn linear_backward_into(
+    dx: &mut [f32],
+    dy: &[f32],
+    x: Option<&[f32]>,
+    p: &LinearParams,
+    rows: usize,
+    grads: &mut GradBuffers,
+) {
     linear_backward_impl(dx, true, dy, x, p, rows, grads);
 }
 
@@ -627,13 +653,18 @@ fn linear_backward_impl(
     dx: &mut [f32],
     accumulate: bool,
     dy: &[f32],
-    x: &[f32],
+    x: Option<&[f32]>,
     p: &LinearParams,
     rows: usize,
     grads: &mut GradBuffers,
 ) {
-    let (in_dim, out_dim) = (x.len() / rows, dy.len() / rows);
+    let out_dim = dy.len() / rows;
+    let in_dim = p.weight.data().len() / out_dim;
     matmul(dx, in_dim, accumulate, Mat::rows(dy, rows, out_dim), Mat::rows(p.weight.data(), out_dim, in_dim), true);
+    if p.frozen && p.adapter.is_none() {
+        return;
+    }
+    let x = x.expect("the backward pass has a projection's input wherever its weight or adapter trains");
     if let Some(ad) = &p.adapter {
         // y = … + s · (x Aᵀ) Bᵀ: dB += s · dyᵀ (x Aᵀ); d(x Aᵀ) = s · dy B; dA += d(x Aᵀ)ᵀ x; dx += d(x Aᵀ) A.
         let mut down = adapter_down(x, ad, rows);

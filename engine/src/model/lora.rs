@@ -72,11 +72,6 @@ impl LoraConfig {
         if !(0.0..1.0).contains(&dropout) {
             bail!("dropout must be in [0, 1), got {dropout}");
         }
-        if dropout != 0.0 {
-            // The hand-written pass recomputes each adapter's input product in backward; a dropout
-            // mask would have to be recomputed with it. Not built yet.
-            bail!("dropout {dropout}: only 0 is supported so far (PEFT's default)");
-        }
         if target_modules.is_empty() {
             bail!("target_modules is empty: name at least one of {} or all-linear", LINEAR_MODULES.join(", "));
         }
@@ -252,6 +247,14 @@ impl Model {
                     continue;
                 }
                 let (out_dim, in_dim) = linear.weight.dims2()?;
+                // B·A has rank at most min(in, out): a larger r only costs memory (and a typo such as
+                // r = 1e9 would try to allocate it).
+                if r > out_dim.min(in_dim) {
+                    bail!(
+                        "r = {r} is larger than {module} can use (its weight is {out_dim} x {in_dim}; the update's rank is at most {})",
+                        out_dim.min(in_dim)
+                    );
+                }
                 let bound = 1.0 / (in_dim as f64).sqrt();
                 let a: Vec<f32> = (0..r * in_dim).map(|_| ((uniform(&mut state) * 2.0 - 1.0) * bound) as f32).collect();
                 let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), &device)?)?;
@@ -263,6 +266,19 @@ impl Model {
         }
         self.lora = Some(Lora { config: config.clone(), params });
         Ok(())
+    }
+
+    /// Refuses to train an adapter with dropout: dropout only acts in training, where the hand-written
+    /// pass (which recomputes each adapter's input product in backward) would have to recompute its
+    /// mask too, and that is not built. Scoring, generation and merging ignore dropout, as PEFT's do.
+    pub(super) fn check_trainable(&self) -> Result<()> {
+        match &self.lora {
+            Some(lora) if lora.config.dropout != 0.0 => bail!(
+                "LoRA dropout {}: training with adapter dropout is not implemented yet (use 0, PEFT's default)",
+                lora.config.dropout
+            ),
+            _ => Ok(()),
+        }
     }
 
     /// The attached adapter's configuration, if any.

@@ -61,7 +61,7 @@ use crate::train::{self, TrainOptions};
 
 /// Top-level keys of a run config: `--set` assignments under these go to every run's config; others
 /// change the sweep file itself.
-pub const RUN_SECTIONS: [&str; 5] = ["model", "data", "mixer", "optim", "train"];
+pub const RUN_SECTIONS: [&str; 6] = ["model", "data", "mixer", "optim", "train", "lora"];
 
 /// The sweep file as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -1116,11 +1116,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sweep.toml");
         std::fs::write(&path, "base = \"b.toml\"\nout_dir = \"o\"\nseeds = [0]\nset = [\"optim.lr=1e-3\"]\n").unwrap();
-        let spec =
-            SweepSpec::load(&path, &["train.max_steps=2".into(), "seeds=[1, 2]".into(), "out_dir=x".into()]).unwrap();
+        let spec = SweepSpec::load(
+            &path,
+            &["train.max_steps=2".into(), "seeds=[1, 2]".into(), "out_dir=x".into(), "lora.r=4".into()],
+        )
+        .unwrap();
         assert_eq!(spec.file.seeds, vec![1, 2]);
         assert_eq!(spec.file.out_dir, PathBuf::from("x"));
-        assert_eq!(spec.run_overrides, vec!["optim.lr=1e-3".to_string(), "train.max_steps=2".to_string()]);
+        assert_eq!(spec.run_overrides, ["optim.lr=1e-3", "train.max_steps=2", "lora.r=4"]);
         let err = SweepSpec::load(&path, &["bogus=1".into()]).unwrap_err().to_string();
         assert!(err.contains("sweep.toml") && err.contains("unknown field `bogus`"), "{err}");
     }

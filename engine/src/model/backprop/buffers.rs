@@ -31,15 +31,16 @@ fn bytes(v: &Vec<f32>) -> usize {
 }
 
 impl Pool {
-    /// A buffer of `len` values: the smallest pooled one that fits without wasting more than a quarter
-    /// of itself (the same sizes recur every step; a much larger one handed out would stay resident
-    /// unused, for as long as its new owner lives), else a fresh one of zeros.
+    /// A buffer of `len` values: the smallest pooled one that fits and is at most twice as large (the
+    /// same sizes recur every step, give or take the batch's length; a much larger one handed out would
+    /// keep the rest resident unused for as long as its new owner lives: an intermediate-sized buffer
+    /// holding a hidden-sized activation on the tape), else a fresh one of zeros.
     fn take(&mut self, len: usize) -> Vec<f32> {
         let best = self
             .free
             .iter()
             .enumerate()
-            .filter(|(_, v)| v.capacity() >= len && v.capacity() - len <= v.capacity() / 4)
+            .filter(|(_, v)| v.capacity() >= len && v.capacity() / 2 <= len)
             .min_by_key(|(_, v)| v.capacity())
             .map(|(i, _)| i);
         let v = match best {
@@ -147,12 +148,13 @@ mod tests {
         assert_eq!(pool.pooled, 4000 * 4);
         let c = pool.take(900); // the smallest that fits
         assert_eq!((c.len(), c.as_ptr()), (900, pa));
-        // A buffer a third larger than asked for is not handed out (it would stay resident unused).
-        let fresh = pool.take(2000);
+        // A buffer more than twice as large as asked for is not handed out (the rest would stay
+        // resident unused).
+        let fresh = pool.take(1400);
         assert_ne!(fresh.as_ptr(), pb);
-        let d = pool.take(2500);
+        let d = pool.take(2000);
         assert_eq!(d.as_ptr(), pb);
-        assert_eq!((pool.pooled, pool.live), (0, (1000 + 2000 + 3000) * 4));
+        assert_eq!((pool.pooled, pool.live), (0, (1000 + 1400 + 3000) * 4));
     }
 
     #[test]

@@ -292,6 +292,18 @@ impl MemoryEstimate {
         }
     }
 
+    /// The estimate for training `model` as it stands (on its device, in its dtype; with its LoRA
+    /// adapter, if one is attached: [`MemoryEstimate::with_lora`]) on micro-batches of `batch` rows of
+    /// `seq` tokens.
+    pub fn for_model(model: &crate::Model, batch: usize, seq: usize) -> Self {
+        let (device, dtype) = (model.device(), model.dtype());
+        let estimate = MemoryEstimate::new(model.config(), model.num_params(), device, dtype, batch, seq);
+        match model.lora() {
+            Some(_) => estimate.with_lora(model.num_trainable_params()),
+            None => estimate,
+        }
+    }
+
     /// The same run with a LoRA adapter of `trainable` float32 scalars: gradients and AdamW state for
     /// the adapter only (no master copy: adapters are float32), the frozen base's parameters as before,
     /// no activations kept for base weight gradients, and the adapter's own products (`x·Aᵀ`, r per

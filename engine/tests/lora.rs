@@ -8,8 +8,8 @@ mod common;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use common::{as_vec, fixture, load, loss_mask, parity_examples, read_json, train_step};
-use engine::{pad_batch, AdamW, AdamWConfig, Device, LoraConfig, Model, Tensor};
+use common::{adamw_config, as_vec, fixture, load, loss_mask, max_abs_diff, parity_examples, read_json, train_step};
+use engine::{pad_batch, AdamW, Device, LoraConfig, Model, Tensor};
 
 const ADAPTERS: [(&str, &str); 2] =
     [("qwen2-tiny-all-linear", "qwen2-tiny"), ("llama-tiny-qv-down-rslora", "llama-tiny")];
@@ -23,11 +23,6 @@ fn with_adapter(adapter: &str, base: &str) -> Result<Model> {
 fn logits(model: &Model, ids: &[u32]) -> Result<Vec<f32>> {
     let ids = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu)?;
     Ok(model.forward(&ids)?.flatten_all()?.to_vec1()?)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]
@@ -84,14 +79,7 @@ fn base_bits(model: &Model) -> Result<Vec<(String, Vec<u32>)>> {
 fn three_steps_match_peft_training_and_leave_the_base_untouched() -> Result<()> {
     for (adapter, base) in ADAPTERS {
         let json = read_json(&format!("lora/{adapter}.json"))?;
-        let betas = as_vec(&json["betas"])?;
-        let config = AdamWConfig {
-            lr: json["lr"].as_f64().context("lr")?,
-            beta1: betas[0],
-            beta2: betas[1],
-            eps: json["eps"].as_f64().context("eps")?,
-            weight_decay: json["weight_decay"].as_f64().context("weight_decay")?,
-        };
+        let config = adamw_config(&json)?;
         let max_grad_norm = json["max_grad_norm"].as_f64().context("max_grad_norm")?;
         let examples = parity_examples(base)?;
         let rows: Vec<Vec<u32>> = examples.iter().map(|e| e.ids.clone()).collect();

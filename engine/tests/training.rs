@@ -7,7 +7,7 @@
 mod common;
 
 use anyhow::{Context, Result};
-use common::{as_vec, load_for_test, loss_mask, parity_examples, read_json, test_dtype, train_step};
+use common::{adamw_config, as_vec, load_for_test, loss_mask, parity_examples, read_json, test_dtype, train_step};
 use engine::{pad_batch, AdamW, AdamWConfig, DType};
 
 /// Relative bounds on (loss, pre-clip gradient norm) against PyTorch's float32 run.
@@ -32,14 +32,7 @@ fn tolerances() -> (f64, f64) {
 
 fn check(model_name: &str, objective: &str) -> Result<()> {
     let json = read_json(&format!("train/{model_name}-{objective}.json"))?;
-    let betas = as_vec(&json["betas"])?;
-    let config = AdamWConfig {
-        lr: json["lr"].as_f64().context("lr")?,
-        beta1: betas[0],
-        beta2: betas[1],
-        eps: json["eps"].as_f64().context("eps")?,
-        weight_decay: json["weight_decay"].as_f64().context("weight_decay")?,
-    };
+    let config = adamw_config(&json)?;
 
     // The training examples are the parity examples, whose token ids that fixture records.
     let examples = parity_examples(model_name)?;

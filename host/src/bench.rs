@@ -196,12 +196,10 @@ pub fn run(
     let dtype = engine::parse_dtype(options.dtype)?;
     let config = ModelConfig::from_json(shape.qwen2_config(seq.max(32)), "bench shape".as_ref())?;
     let mut model = Model::random_with_dtype(config, options.seed, &device, dtype)?;
-    let mut estimate = MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, batch, seq);
     if let Some(lora) = &options.lora {
         model.add_lora(lora, options.seed)?;
-        estimate = estimate.with_lora(model.num_trainable_params());
     }
-    on_start(&device, dtype, &estimate);
+    on_start(&device, dtype, &MemoryEstimate::for_model(&model, batch, seq));
     let mut memory = MemoryMonitor::new(&device);
     // Ends a phase: waits for the device's queued work, then reads its memory in use.
     let phase_done = |memory: &mut MemoryMonitor| -> Result<Instant> {

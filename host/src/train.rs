@@ -253,11 +253,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
     );
 
     let longest = sets.iter().flat_map(|s| &s.examples).map(|e| e.ids.len()).max().unwrap_or(0);
-    let mut estimate = MemoryEstimate::new(model.config(), model.num_params(), &device, dtype, micro, longest);
-    if lora.is_some() {
-        estimate = estimate.with_lora(model.num_trainable_params());
-    }
-    eprintln!("{}", estimate.report(&device, dtype));
+    eprintln!("{}", MemoryEstimate::for_model(&model, micro, longest).report(&device, dtype));
     let mut memory = MemoryMonitor::new(&device);
 
     let pad_id = tokenizer.eos_id;

@@ -197,7 +197,9 @@ pub(super) struct Lora {
 }
 
 /// PEFT's name of a projection's adapter tensor (`which` = `lora_A` or `lora_B`).
-fn peft_name(layer: usize, group: &str, module: &str, which: &str) -> String {
+fn peft_name(layer: usize, module: &str, which: &str) -> String {
+    // The first four of LINEAR_MODULES are attention's, the rest the MLP's.
+    let group = if LINEAR_MODULES[..4].contains(&module) { "self_attn" } else { "mlp" };
     format!("base_model.model.model.layers.{layer}.{group}.{module}.{which}.weight")
 }
 
@@ -227,42 +229,30 @@ impl Model {
         if self.lora.is_some() {
             bail!("the model already has a LoRA adapter");
         }
-        let (device, r) = (self.device.clone(), config.r);
+        let (device, r, scale) = (self.device.clone(), config.r, config.scale());
+        // Checked before anything is attached, so a refusal leaves the model as it was.
+        for (_, module, linear) in self.linears_mut().filter(|(_, module, _)| config.targets(module)) {
+            let (out_dim, in_dim) = linear.weight.dims2()?;
+            // B·A has rank at most min(in, out): a larger r only costs memory (and a typo such as
+            // r = 1e9 would try to allocate it).
+            if r > out_dim.min(in_dim) {
+                bail!(
+                    "r = {r} is larger than {module} can use (its weight is {out_dim} x {in_dim}; the update's rank is at most {})",
+                    out_dim.min(in_dim)
+                );
+            }
+        }
         let mut state = seed ^ 0x10A4_ADA7_7E50_0001;
         let mut params = Vec::new();
-        for (layer, block) in self.layers.iter_mut().enumerate() {
-            let attn = &mut block.self_attn;
-            let mlp = &mut block.mlp;
-            let projections: [(&str, &str, &mut Linear); 7] = [
-                ("self_attn", "q_proj", &mut attn.q_proj),
-                ("self_attn", "k_proj", &mut attn.k_proj),
-                ("self_attn", "v_proj", &mut attn.v_proj),
-                ("self_attn", "o_proj", &mut attn.o_proj),
-                ("mlp", "gate_proj", &mut mlp.gate_proj),
-                ("mlp", "up_proj", &mut mlp.up_proj),
-                ("mlp", "down_proj", &mut mlp.down_proj),
-            ];
-            for (group, module, linear) in projections {
-                if !config.targets(module) {
-                    continue;
-                }
-                let (out_dim, in_dim) = linear.weight.dims2()?;
-                // B·A has rank at most min(in, out): a larger r only costs memory (and a typo such as
-                // r = 1e9 would try to allocate it).
-                if r > out_dim.min(in_dim) {
-                    bail!(
-                        "r = {r} is larger than {module} can use (its weight is {out_dim} x {in_dim}; the update's rank is at most {})",
-                        out_dim.min(in_dim)
-                    );
-                }
-                let bound = 1.0 / (in_dim as f64).sqrt();
-                let a: Vec<f32> = (0..r * in_dim).map(|_| ((uniform(&mut state) * 2.0 - 1.0) * bound) as f32).collect();
-                let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), &device)?)?;
-                let b = Var::from_tensor(&Tensor::zeros((out_dim, r), DType::F32, &device)?)?;
-                params.push((peft_name(layer, group, module, "lora_A"), a.clone()));
-                params.push((peft_name(layer, group, module, "lora_B"), b.clone()));
-                linear.adapter = Some(Adapter { a, b, scale: config.scale() });
-            }
+        for (layer, module, linear) in self.linears_mut().filter(|(_, module, _)| config.targets(module)) {
+            let (out_dim, in_dim) = linear.weight.dims2()?;
+            let bound = 1.0 / (in_dim as f64).sqrt();
+            let a: Vec<f32> = (0..r * in_dim).map(|_| ((uniform(&mut state) * 2.0 - 1.0) * bound) as f32).collect();
+            let a = Var::from_tensor(&Tensor::from_vec(a, (r, in_dim), &device)?)?;
+            let b = Var::from_tensor(&Tensor::zeros((out_dim, r), DType::F32, &device)?)?;
+            params.push((peft_name(layer, module, "lora_A"), a.clone()));
+            params.push((peft_name(layer, module, "lora_B"), b.clone()));
+            linear.adapter = Some(Adapter { a, b, scale });
         }
         self.lora = Some(Lora { config: config.clone(), params });
         Ok(())
@@ -375,24 +365,24 @@ impl Model {
     /// Removes the adapter (and the projections' references to it), returning it.
     fn detach_lora(&mut self) -> Option<(Lora, Vec<Option<Adapter>>)> {
         let lora = self.lora.take()?;
-        let adapters = self.linears_mut().into_iter().map(|linear| linear.adapter.take()).collect();
+        let adapters = self.linears_mut().map(|(_, _, linear)| linear.adapter.take()).collect();
         Some((lora, adapters))
     }
 
     /// Puts back what [`Model::detach_lora`] removed.
     fn reattach_lora(&mut self, (lora, adapters): (Lora, Vec<Option<Adapter>>)) {
-        for (linear, adapter) in self.linears_mut().into_iter().zip(adapters) {
+        for ((_, _, linear), adapter) in self.linears_mut().zip(adapters) {
             linear.adapter = adapter;
         }
         self.lora = Some(lora);
     }
 
-    /// Every adaptable projection, layer by layer in [`LINEAR_MODULES`] order.
-    fn linears_mut(&mut self) -> Vec<&mut Linear> {
-        let mut all = Vec::new();
-        for block in &mut self.layers {
+    /// Every adaptable projection with its layer and PEFT module name, layer by layer in
+    /// [`LINEAR_MODULES`] order.
+    fn linears_mut(&mut self) -> impl Iterator<Item = (usize, &'static str, &mut Linear)> {
+        self.layers.iter_mut().enumerate().flat_map(|(layer, block)| {
             let (attn, mlp) = (&mut block.self_attn, &mut block.mlp);
-            all.extend([
+            let linears = [
                 &mut attn.q_proj,
                 &mut attn.k_proj,
                 &mut attn.v_proj,
@@ -400,16 +390,16 @@ impl Model {
                 &mut mlp.gate_proj,
                 &mut mlp.up_proj,
                 &mut mlp.down_proj,
-            ]);
-        }
-        all
+            ];
+            LINEAR_MODULES.into_iter().zip(linears).map(move |(module, linear)| (layer, module, linear))
+        })
     }
 
     /// Folds the adapter into the base weights (`W += s·B·A`, in float32, rounded once to the base's
     /// dtype) and removes it: the model is then a plain model that saves as a full checkpoint.
     pub fn merge_lora(&mut self) -> Result<()> {
         let Some(_) = self.lora.take() else { bail!("the model has no LoRA adapter to merge") };
-        for linear in self.linears_mut() {
+        for (_, _, linear) in self.linears_mut() {
             if let Some(adapter) = linear.adapter.take() {
                 let delta = (adapter.b.as_tensor().matmul(adapter.a.as_tensor())? * adapter.scale)?;
                 let merged = (linear.weight.as_tensor().to_dtype(DType::F32)? + delta)?;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use anyhow::{Context, Result};
-use engine::{clip_grad_norm, AdamW, DType, Device, Model, Tensor};
+use engine::{clip_grad_norm, AdamW, AdamWConfig, DType, Device, Model, Tensor};
 use serde_json::Value;
 
 /// `tests/fixtures/<rel>` at the workspace root, or under `ENGINE_TEST_FIXTURES` when set (a test
@@ -79,6 +79,18 @@ pub fn parity_examples(model: &str) -> Result<Vec<Example>> {
 
 pub fn as_vec(v: &Value) -> Result<Vec<f64>> {
     v.as_array().context("expected an array")?.iter().map(|x| x.as_f64().context("expected a number")).collect()
+}
+
+/// The AdamW settings a training fixture records (`lr`, `betas`, `eps`, `weight_decay`).
+pub fn adamw_config(json: &Value) -> Result<AdamWConfig> {
+    let betas = as_vec(&json["betas"])?;
+    Ok(AdamWConfig {
+        lr: json["lr"].as_f64().context("lr")?,
+        beta1: betas[0],
+        beta2: betas[1],
+        eps: json["eps"].as_f64().context("eps")?,
+        weight_decay: json["weight_decay"].as_f64().context("weight_decay")?,
+    })
 }
 
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -27,6 +27,7 @@ use crate::optim::Grads;
 use crate::weights::{self, StoredTensor};
 
 mod backprop;
+mod dropout;
 mod lora;
 
 pub use lora::{is_adapter_dir, LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LINEAR_MODULES};
@@ -45,7 +46,14 @@ impl Linear {
         let bias = self.bias.as_ref().map(|b| graph.param(b));
         let y = ops::linear(x, &graph.param(&self.weight), bias.as_ref())?;
         let Some(adapter) = &self.adapter else { return Ok(y) };
-        let down = ops::linear(&x.to_dtype(DType::F32)?, &graph.adapter(&adapter.a), None)?;
+        let mut x = x.to_dtype(DType::F32)?;
+        if let Graph::AdapterOnly(Some(dropout)) = graph {
+            // The adapter's input through its dropout mask, the one the hand-written pass draws.
+            let (batch, time, width) = x.dims3()?;
+            let mask = dropout.padded_mask(adapter.stream, batch, time, width);
+            x = (x * Tensor::from_vec(mask, (batch, time, width), y.device())?)?;
+        }
+        let down = ops::linear(&x, &graph.adapter(&adapter.a), None)?;
         let up = ops::linear(&down, &graph.adapter(&adapter.b), None)?;
         let dtype = y.dtype();
         y + (up * adapter.scale)?.to_dtype(dtype)?
@@ -63,11 +71,12 @@ struct Positions<'a> {
 
 /// Whether a forward pass records candle's autograd graph, and for which parameters. Inference does
 /// not: a recorded graph keeps every layer's intermediate tensors alive until the output is dropped,
-/// so memory would grow with the depth of the model. With a LoRA adapter only the adapter is tracked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// so memory would grow with the depth of the model. With a LoRA adapter only the adapter is tracked,
+/// its inputs through their dropout masks in a training pass of an adapter with dropout.
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Graph {
     Tracked,
-    AdapterOnly,
+    AdapterOnly(Option<dropout::Dropout>),
     Detached,
 }
 
@@ -76,14 +85,14 @@ impl Graph {
     fn param(self, var: &Var) -> Tensor {
         match self {
             Graph::Tracked => var.as_tensor().clone(),
-            Graph::AdapterOnly | Graph::Detached => var.as_tensor().detach(),
+            Graph::AdapterOnly(_) | Graph::Detached => var.as_tensor().detach(),
         }
     }
 
     /// An adapter parameter as this pass reads it.
     fn adapter(self, var: &Var) -> Tensor {
         match self {
-            Graph::Tracked | Graph::AdapterOnly => var.as_tensor().clone(),
+            Graph::Tracked | Graph::AdapterOnly(_) => var.as_tensor().clone(),
             Graph::Detached => var.as_tensor().detach(),
         }
     }
@@ -272,8 +281,9 @@ impl Model {
     }
 
     /// Logits `[B, T, V]` (float32) for token ids `[B, T]` (u32), right-padded rows allowed.
+    /// No dropout: a training pass ([`Model::training_pass`]) is where an adapter's dropout acts.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
-        self.logits(input_ids, if self.lora.is_some() { Graph::AdapterOnly } else { Graph::Tracked })
+        self.logits(input_ids, if self.lora.is_some() { Graph::AdapterOnly(None) } else { Graph::Tracked })
     }
 
     /// [`Model::forward`], recording the autograd graph or not.
@@ -426,7 +436,6 @@ impl Model {
     /// `ENGINE_TRAINING_PASS=autograd` in the environment makes every training pass candle's
     /// autograd (to compare whole runs between the two).
     pub fn training_pass_packed(&self, input_ids: &Tensor, lengths: &[usize]) -> Result<TrainingPass> {
-        self.check_trainable()?;
         let (batch, time) = training_dims(input_ids)?;
         let layout = backprop::Layout::new(batch, time, lengths)?;
         if !backprop::applies(self) || autograd_requested() {
@@ -439,9 +448,9 @@ impl Model {
     /// [`Model::training_pass`] through candle's autograd whatever the device and dtype (the
     /// reference the hand-written pass is tested and benchmarked against).
     pub fn training_pass_autograd(&self, input_ids: &Tensor) -> Result<TrainingPass> {
-        self.check_trainable()?;
         training_dims(input_ids)?;
-        let logits = self.forward(input_ids)?;
+        let graph = if self.lora.is_some() { Graph::AdapterOnly(self.training_dropout()) } else { Graph::Tracked };
+        let logits = self.logits(input_ids, graph)?;
         let logp = token_logprobs(&logits, input_ids)?;
         Ok(TrainingPass(Pass::Autograd { logits, logp }))
     }

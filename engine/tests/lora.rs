@@ -242,22 +242,107 @@ fn bad_adapters_are_refused_by_key_or_tensor() -> Result<()> {
     Ok(())
 }
 
-/// Dropout acts only in training: an adapter saved with `lora_dropout` 0.1 (as many PEFT adapters are)
-/// scores exactly as with 0, and only a training pass refuses it.
-#[test]
-fn an_adapter_with_dropout_scores_and_refuses_only_training() -> Result<()> {
+/// The fixture's llama adapter (B non-zero, q/v/down adapted) with `lora_dropout` set to `p`.
+fn with_dropout(p: f64) -> Result<(tempfile::TempDir, Model)> {
     let dir = tempfile::tempdir()?;
-    edited_adapter(dir.path(), |c| c["lora_dropout"] = 0.1.into(), |_| {})?;
-    let mut model = load("llama-tiny")?;
+    edited_adapter(dir.path(), |c| c["lora_dropout"] = p.into(), |_| {})?;
+    let mut model = load(ADAPTERS[1].1)?;
     model.load_adapter(dir.path())?;
+    Ok((dir, model))
+}
+
+/// `-Σ weights · logp` of a hand-written training pass, in f64.
+fn weighted_loss(model: &Model, ids: &Tensor, lengths: &[usize], weights: &[f32]) -> Result<f64> {
+    let logp = model.training_pass_packed(ids, lengths)?.logp()?;
+    Ok(-logp.iter().zip(weights).map(|(&l, &w)| l as f64 * w as f64).sum::<f64>())
+}
+
+/// Rows of different lengths (so that the packed pass's token keys differ from a plain flattening) and
+/// weights of either sign on the positions that predict real tokens.
+fn dropout_batch(model: &Model) -> Result<(Tensor, Vec<usize>, Vec<f32>)> {
+    let rows: Vec<Vec<u32>> = vec![vec![1, 5, 9, 2, 7, 3, 11, 4], vec![3, 8, 2, 6], vec![9, 1, 4, 4, 7, 2]];
+    let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+    let ids = pad_batch(&rows, 0, model.device())?;
+    let t = ids.dim(1)? - 1;
+    let weights =
+        (0..rows.len() * t).map(|i| if i % t + 1 < lengths[i / t] { [1.0, -0.5, 0.75][i % 3] } else { 0.0 }).collect();
+    Ok((ids, lengths, weights))
+}
+
+fn gradient_values(grads: &engine::Grads) -> Result<Vec<(String, Vec<f32>)>> {
+    grads.iter().map(|(n, g)| Ok((n.clone(), g.flatten_all()?.to_vec1()?))).collect()
+}
+
+/// Dropout acts only in training: an adapter saved with `lora_dropout` 0.1 (as many PEFT adapters are)
+/// scores exactly as with 0, while its training passes drop: the hand-written packed pass and candle's
+/// autograd on the padded batch give the same log-probs and gradients for the same seed, a new seed draws
+/// new masks, and the gradient is the finite-difference derivative of the dropped loss (which the
+/// no-dropout gradient is not).
+#[test]
+fn adapter_dropout_trains_through_both_passes_and_never_scores() -> Result<()> {
+    let (_dir, mut model) = with_dropout(0.1)?;
     let plain = with_adapter(ADAPTERS[1].0, ADAPTERS[1].1)?;
     let ids = [1u32, 5, 9, 2, 7, 3];
     assert_eq!(logits(&model, &ids)?, logits(&plain, &ids)?);
-    let batch = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu)?;
-    for pass in [model.training_pass(&batch).err(), model.training_pass_autograd(&batch).err()] {
-        let err = pass.context("expected a refusal")?.to_string();
-        assert!(err.contains("LoRA dropout 0.1: training with adapter dropout is not implemented"), "{err}");
+
+    let (batch, lengths, weights) = dropout_batch(&model)?;
+    model.set_dropout_seed(42);
+    let packed = model.training_pass_packed(&batch, &lengths)?;
+    let padded = model.training_pass_autograd(&batch)?;
+    let (packed_logp, padded_logp) = (packed.logp()?, padded.logp()?);
+    let real: Vec<usize> = (0..weights.len()).filter(|&i| weights[i] != 0.0).collect();
+    let at = |v: &[f32]| real.iter().map(|&i| v[i]).collect::<Vec<f32>>();
+    assert!(max_abs_diff(&at(&packed_logp), &at(&padded_logp)) < 1e-5, "packed and padded dropout differ");
+    let plain_logp = plain.training_pass_packed(&batch, &lengths)?.logp()?;
+    let moved = max_abs_diff(&at(&packed_logp), &at(&plain_logp));
+    assert!(moved > 1e-4, "dropout 0.1 left the training log-probs unchanged ({moved})");
+
+    let grads = gradient_values(&packed.backward(&model, &weights)?)?;
+    let want = gradient_values(&padded.backward(&model, &weights)?)?;
+    assert_eq!(grads.len(), model.trainable_params().len());
+    for ((name, g), (want_name, w)) in grads.iter().zip(&want) {
+        assert_eq!(name, want_name);
+        let scale = w.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        assert!(max_abs_diff(g, w) <= 2e-4 * scale, "{name}: packed vs autograd gradient with dropout");
     }
-    assert!(plain.training_pass(&batch).is_ok());
+    model.set_dropout_seed(43);
+    let reseeded = gradient_values(&model.training_pass_packed(&batch, &lengths)?.backward(&model, &weights)?)?;
+    assert!(max_abs_diff(&reseeded[0].1, &grads[0].1) > 0.0, "a new seed drew the same masks");
+    let undropped = gradient_values(&plain.training_pass_packed(&batch, &lengths)?.backward(&plain, &weights)?)?;
+
+    // Central differences of the seed-42 loss along a direction over every adapter parameter.
+    model.set_dropout_seed(42);
+    let params = model.trainable_params();
+    let originals: Vec<Tensor> = params.iter().map(|(_, v)| v.as_tensor().copy()).collect::<Result<_, _>>()?;
+    // Directions in trainable_params' order; gradients come sorted by name.
+    let directions: Vec<Vec<f32>> = params
+        .iter()
+        .enumerate()
+        .map(|(k, (_, v))| (0..v.elem_count()).map(|i| if (i * 7 + k) % 3 == 0 { 1.0 } else { -0.5 }).collect())
+        .collect();
+    let directional = |g: &[(String, Vec<f32>)]| -> f64 {
+        let by_name: std::collections::HashMap<&str, &Vec<f32>> = g.iter().map(|(n, g)| (n.as_str(), g)).collect();
+        let along = |((name, _), d): (&(String, engine::Var), &Vec<f32>)| {
+            by_name[name.as_str()].iter().zip(d).map(|(&g, &d)| g as f64 * d as f64).sum::<f64>()
+        };
+        params.iter().zip(&directions).map(along).sum()
+    };
+    let eps = 1e-3f32;
+    let mut shifted = [0f64; 2];
+    for (sign, loss) in [1f32, -1.0].into_iter().zip(&mut shifted) {
+        for (((_, var), original), d) in params.iter().zip(&originals).zip(&directions) {
+            let step = Tensor::from_vec(d.iter().map(|&d| sign * eps * d).collect(), var.shape(), &Device::Cpu)?;
+            var.set(&(original + step)?)?;
+        }
+        *loss = weighted_loss(&model, &batch, &lengths, &weights)?;
+    }
+    for ((_, var), original) in params.iter().zip(&originals) {
+        var.set(original)?;
+    }
+    let finite = (shifted[0] - shifted[1]) / (2.0 * eps as f64);
+    let (analytic, without) = (directional(&grads), directional(&undropped));
+    eprintln!("directional derivative: finite {finite}, dropout gradient {analytic}, no-dropout gradient {without}");
+    assert!((analytic - finite).abs() <= 1e-2 * finite.abs(), "dropout gradient {analytic} vs finite {finite}");
+    assert!((without - finite).abs() > 5e-2 * finite.abs(), "the test cannot tell dropout's gradient apart");
     Ok(())
 }

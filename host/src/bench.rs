@@ -237,6 +237,7 @@ pub fn run(
     for (index, (ids, lengths, loss_mask)) in batches.iter().enumerate() {
         let step = index as u64 + 1;
         let started = Instant::now();
+        model.set_dropout_seed(step);
         let pass = match options.pass {
             BenchPass::Packed => model.training_pass_packed(ids, lengths)?,
             BenchPass::Padded => model.training_pass(ids)?,

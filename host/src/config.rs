@@ -412,12 +412,6 @@ impl RunConfig {
         engine::parse_dtype(&self.model.dtype).map_err(|e| anyhow::anyhow!("[model] dtype: {e}"))?;
         if let Some(lora) = &self.lora {
             lora.to_engine()?;
-            if lora.dropout != 0.0 {
-                bail!(
-                    "[lora] dropout {}: training with adapter dropout is not implemented yet (use 0, PEFT's default)",
-                    lora.dropout
-                );
-            }
         }
         Ok(())
     }
@@ -507,8 +501,9 @@ mod tests {
         assert!(err.contains("[lora] target module `lm_head` is not one of q_proj"), "{err}");
         let err = load(MINIMAL, &["lora.r=0"]).unwrap_err().to_string();
         assert!(err.contains("[lora] r must be at least 1"), "{err}");
-        let err = load(MINIMAL, &["lora.dropout=0.05"]).unwrap_err().to_string();
-        assert!(err.contains("[lora] dropout 0.05: training with adapter dropout is not implemented yet"), "{err}");
+        assert_eq!(load(MINIMAL, &["lora.dropout=0.05"]).unwrap().lora.unwrap().dropout, 0.05);
+        let err = load(MINIMAL, &["lora.dropout=1.0"]).unwrap_err().to_string();
+        assert!(err.contains("[lora] dropout must be in [0, 1), got 1"), "{err}");
         let err = load(MINIMAL, &["lora.rank=4"]).unwrap_err().to_string();
         assert!(err.contains("unknown field `rank`"), "{err}");
     }

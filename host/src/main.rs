@@ -239,6 +239,9 @@ enum Command {
         /// The projections the adapter targets (with --lora-r): PEFT names, comma-separated, or all-linear.
         #[arg(long, value_delimiter = ',', default_value = "q_proj,v_proj", requires = "lora_r")]
         lora_targets: Vec<String>,
+        /// The adapter's dropout (with --lora-r), PEFT's `lora_dropout`.
+        #[arg(long, default_value_t = 0.0, requires = "lora_r")]
+        lora_dropout: f64,
     },
 }
 
@@ -444,6 +447,7 @@ fn main() -> ExitCode {
             padded,
             lora_r,
             lora_targets,
+            lora_dropout,
         } => commands::bench::run(
             &host::bench::BenchOptions {
                 shape: host::bench::ModelShape { hidden, intermediate, layers, heads, kv_heads, vocab },
@@ -463,9 +467,9 @@ fn main() -> ExitCode {
                     (false, false) => host::bench::BenchPass::Packed,
                 },
                 lora: lora_r
-                    .map(|r| engine::LoraConfig::new(r, 2.0 * r as f64, 0.0, &lora_targets, false))
+                    .map(|r| engine::LoraConfig::new(r, 2.0 * r as f64, lora_dropout, &lora_targets, false))
                     .transpose()
-                    .map_err(|e| anyhow::anyhow!("--lora-r/--lora-targets: {e}"))?,
+                    .map_err(|e| anyhow::anyhow!("--lora-r/--lora-targets/--lora-dropout: {e}"))?,
             },
             threads,
         ),

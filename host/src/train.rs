@@ -282,7 +282,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
         let mut padded_slots = 0usize;
         // Why this step makes no update, if it makes none.
         let mut skipped: Option<Skip> = None;
-        for chunk in indices.chunks(micro) {
+        for (micro_index, chunk) in indices.chunks(micro).enumerate() {
             let rows: Vec<&Example> = chunk.iter().map(|&(s, i)| &sets[s].examples[i]).collect();
             for &(s, i) in chunk {
                 tokens_by_set[s] += sets[s].examples[i].ids.len();
@@ -291,6 +291,7 @@ pub fn train(config: &RunConfig, options: &TrainOptions<'_>) -> Result<Summary> 
             let batch = Batch::new(&rows, pad_id, &device)?;
             tokens += batch.tokens();
             padded_slots += batch.lengths.len() * (batch.positions + 1);
+            model.set_dropout_seed(dropout_seed(state.seed, step, micro_index));
             let pass = model.training_pass_packed(&batch.ids, &batch.lengths)?;
             let stats = TokenStats::of(&pass, needs)?;
             // The model's own numbers overflowed: not the objective's fault, and no step to take.
@@ -567,6 +568,13 @@ impl<'a> BaseLogp<'a> {
     fn probabilities(&mut self) -> Result<Vec<f64>> {
         Ok(self.by_set()?.iter().flatten().flatten().map(|&lp| (lp as f64).exp()).collect())
     }
+}
+
+/// The seed of a micro-batch's LoRA dropout masks: a pure function of the run seed, the step and the
+/// micro-batch, so a resumed run draws the masks the uninterrupted one drew.
+fn dropout_seed(run_seed: u64, step: u64, micro_index: usize) -> u64 {
+    let mut state = run_seed ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03) ^ (micro_index as u64).rotate_left(40);
+    crate::data::splitmix64(&mut state)
 }
 
 /// A micro-batch's base log-probs laid out like its training pass's (`[B, T-1]` flattened, the loss

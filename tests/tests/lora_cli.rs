@@ -1,5 +1,6 @@
 //! LoRA through the `host` binary (issue 16): a `[lora]` run writes PEFT adapter checkpoints and leaves
-//! the base untouched, `--resume` continues it bit for bit, and `score --adapter`, the adapter folder on
+//! the base untouched, its adapter dropout acts, `--resume` continues it bit for bit (the same dropout
+//! masks included), and `score --adapter`, the adapter folder on
 //! its own, and `host merge` followed by `score` give the same log-probs.
 
 use std::path::{Path, PathBuf};
@@ -10,8 +11,9 @@ fn tiny() -> PathBuf {
     workspace_root().join("models/tiny-default")
 }
 
-/// A LoRA run of models/tiny-default on the default data, out_dir `dir/name/out`.
-fn lora_run(dir: &Path, name: &str) -> PathBuf {
+/// A LoRA run of models/tiny-default on the default data with adapter dropout `dropout`, out_dir
+/// `dir/name/out`.
+fn lora_run(dir: &Path, name: &str, dropout: f64) -> PathBuf {
     let sub = dir.join(name);
     std::fs::create_dir_all(&sub).unwrap();
     let out = sub.join("out").display().to_string();
@@ -20,7 +22,7 @@ fn lora_run(dir: &Path, name: &str) -> PathBuf {
         &tiny(),
         &workspace_root().join("datasets/default/train.jsonl"),
         &format!(
-            "[optim]\nlr = 1e-2\n\n[train]\nbatch_size = 8\nmax_steps = 6\nsave_every = 3\nseed = 5\nout_dir = {out:?}\n\n[lora]\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\n"
+            "[optim]\nlr = 1e-2\n\n[train]\nbatch_size = 8\nmax_steps = 6\nsave_every = 3\nseed = 5\nout_dir = {out:?}\n\n[lora]\nr = 4\nalpha = 8\ntarget_modules = \"all-linear\"\ndropout = {dropout:?}\n"
         ),
     )
 }
@@ -47,7 +49,7 @@ fn max_abs_difference(a: &[Vec<f64>], b: &[Vec<f64>]) -> f64 {
 fn a_lora_run_saves_peft_adapters_resumes_bitwise_and_merges_to_the_same_logprobs() {
     let dir = tempfile::tempdir().unwrap();
     let base_before = std::fs::read(tiny().join("model.safetensors")).unwrap();
-    let config_a = lora_run(dir.path(), "a");
+    let config_a = lora_run(dir.path(), "a", 0.1);
     let run = host(&["train", "--config", config_a.to_str().unwrap()]);
     assert!(run.status.success(), "{}", stderr(&run));
     assert!(stderr(&run).contains("LoRA") && stderr(&run).contains("trainable parameters"), "{}", stderr(&run));
@@ -60,6 +62,7 @@ fn a_lora_run_saves_peft_adapters_resumes_bitwise_and_merges_to_the_same_logprob
         serde_json::from_str(&std::fs::read_to_string(final_a.join("adapter_config.json")).unwrap()).unwrap();
     assert_eq!(adapter_config["peft_type"], "LORA");
     assert_eq!(adapter_config["r"], 4);
+    assert_eq!(adapter_config["lora_dropout"], 0.1);
     assert_eq!(Path::new(adapter_config["base_model_name_or_path"].as_str().unwrap()), tiny().canonicalize().unwrap());
     let losses: Vec<f64> =
         read_metrics(&dir.path().join("a/out")).iter().map(|m| m["loss"].as_f64().unwrap()).collect();
@@ -67,7 +70,7 @@ fn a_lora_run_saves_peft_adapters_resumes_bitwise_and_merges_to_the_same_logprob
     assert!(std::fs::read(tiny().join("model.safetensors")).unwrap() == base_before, "the base model was written");
 
     // Resume from checkpoint-3 (the final adapter removed): the same bytes as the uninterrupted run.
-    let config_b = lora_run(dir.path(), "b");
+    let config_b = lora_run(dir.path(), "b", 0.1);
     train(&config_b, &[]);
     let out_b = dir.path().join("b/out");
     std::fs::remove_dir_all(out_b.join("final")).unwrap();
@@ -77,6 +80,11 @@ fn a_lora_run_saves_peft_adapters_resumes_bitwise_and_merges_to_the_same_logprob
             (std::fs::read(final_a.join(file)).unwrap(), std::fs::read(out_b.join("final").join(file)).unwrap());
         assert!(a == b, "{file} differs after resume");
     }
+    // Without dropout the same run trains another adapter: the masks acted.
+    let config_c = lora_run(dir.path(), "c", 0.0);
+    train(&config_c, &[]);
+    let weights = |dir: &Path| std::fs::read(dir.join("final/adapter_model.safetensors")).unwrap();
+    assert!(weights(&dir.path().join("a/out")) != weights(&dir.path().join("c/out")), "dropout changed nothing");
 
     // The adapter on its base, the adapter folder alone, and the merged model score alike.
     let data = workspace_root().join("datasets/default/eval.jsonl");

@@ -19,6 +19,7 @@ use candle_core::{CpuStorage, DType, Device, Storage, Tensor, TensorId};
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::dropout::Dropout;
 use super::{Block, Linear, Model};
 use crate::kernels::{self, rows_per_task, CHUNK};
 use crate::optim::Grads;
@@ -49,6 +50,8 @@ pub(super) struct Tape {
     logsumexp: Buf,
     /// `[B, T-1]` (padded layout): log-probability of each next token.
     logp: Vec<f32>,
+    /// The adapters' dropout in this pass (its masks are redrawn, not stored, for the backward pass).
+    dropout: Option<Dropout>,
 }
 
 struct LayerTape {
@@ -118,17 +121,50 @@ struct LinearParams<'a> {
     adapter: Option<AdapterParams<'a>>,
 }
 
-/// A LoRA adapter's `A` `[r, in]` and `B` `[out, r]`, and its scale.
+/// A LoRA adapter's `A` `[r, in]` and `B` `[out, r]`, its scale, and its input's dropout.
 struct AdapterParams<'a> {
     a: Param<'a>,
     b: Param<'a>,
     a_id: TensorId,
     b_id: TensorId,
     scale: f32,
+    dropout: Option<AdapterDropout<'a>>,
 }
 
+/// The dropout mask on one adapter's input: the pass's dropout, the projection's stream, and the
+/// [`super::dropout::token_key`] of every packed row.
+struct AdapterDropout<'a> {
+    dropout: Dropout,
+    stream: u64,
+    tokens: &'a [u64],
+}
+
+impl AdapterDropout<'_> {
+    /// `x ∘ mask`: the adapter's input.
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        self.dropout.apply(self.stream, self.tokens, x)
+    }
+
+    /// The mask itself, `[rows, width]` (the backward pass uses it twice).
+    fn mask(&self, width: usize) -> Vec<f32> {
+        self.dropout.mask(self.stream, self.tokens, width)
+    }
+}
+
+/// `a ∘ b`, element-wise.
+fn product(a: &[f32], b: &[f32]) -> Vec<f32> {
+    let mut out = vec![0f32; a.len()];
+    out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK)).for_each(|((out, a), b)| {
+        out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = a * b);
+    });
+    out
+}
+
+/// A pass's adapter dropout and the token keys of its packed rows.
+type PassDropout<'a> = Option<(Dropout, &'a [u64])>;
+
 impl<'a> LinearParams<'a> {
-    fn new(linear: &'a Linear, frozen: bool) -> Result<LinearParams<'a>> {
+    fn new(linear: &'a Linear, frozen: bool, dropout: PassDropout<'a>) -> Result<LinearParams<'a>> {
         let adapter = match &linear.adapter {
             None => None,
             Some(ad) => Some(AdapterParams {
@@ -137,6 +173,7 @@ impl<'a> LinearParams<'a> {
                 a_id: ad.a.as_tensor().id(),
                 b_id: ad.b.as_tensor().id(),
                 scale: ad.scale as f32,
+                dropout: dropout.map(|(dropout, tokens)| AdapterDropout { dropout, stream: ad.stream, tokens }),
             }),
         };
         Ok(LinearParams {
@@ -165,10 +202,11 @@ struct BlockParams<'a> {
 }
 
 impl<'a> BlockParams<'a> {
-    /// `frozen`: the base parameters get no gradient (a LoRA adapter is attached).
-    fn new(block: &'a Block, frozen: bool) -> Result<BlockParams<'a>> {
+    /// `frozen`: the base parameters get no gradient (a LoRA adapter is attached); `dropout`: the
+    /// adapters' dropout in a training pass.
+    fn new(block: &'a Block, frozen: bool, dropout: PassDropout<'a>) -> Result<BlockParams<'a>> {
         let (attn, mlp) = (&block.self_attn, &block.mlp);
-        let linear = |l: &'a Linear| LinearParams::new(l, frozen);
+        let linear = |l: &'a Linear| LinearParams::new(l, frozen, dropout);
         Ok(BlockParams {
             ln1: Param::new(block.input_layernorm.as_tensor())?,
             ln1_id: block.input_layernorm.as_tensor().id(),
@@ -223,12 +261,14 @@ impl Dims {
 }
 
 /// Forward pass over `ids` (`[B, T]`, T ≥ 2, laid out as `layout` says), keeping the tape.
+/// An adapter with dropout draws its masks from the model's current dropout seed.
 pub(super) fn forward(model: &Model, ids: &[u32], layout: Layout) -> Result<Tape> {
     let dims = Dims::new(model, layout.rows);
     let ids = layout.pack_ids(ids);
     let (cos, sin) = rope_tables(model, layout.time)?;
     let mut layers = Vec::with_capacity(model.layers.len());
-    let x = decoder(model, &ids, &cos, &sin, &layout, |tape| layers.push(tape))?;
+    let dropout = model.training_dropout();
+    let x = decoder(model, &ids, &cos, &sin, &layout, dropout, |tape| layers.push(tape))?;
 
     let norm = Param::new(model.norm.as_tensor())?;
     let (inv_rms_final, normed_final) = rms_norm(&x, norm.data(), dims.hidden, dims.eps);
@@ -236,7 +276,20 @@ pub(super) fn forward(model: &Model, ids: &[u32], layout: Layout) -> Result<Tape
     let logits = head_logits(&normed_final, head.data(), dims);
     let logsumexp = row_logsumexp(&logits, dims.vocab);
     let logp = layout.unpack(&next_token_logp(&logits, &logsumexp, &ids, 0..dims.rows, &layout, dims));
-    Ok(Tape { layout, ids, cos, sin, layers, x_final: x, inv_rms_final, normed_final, logits, logsumexp, logp })
+    Ok(Tape {
+        layout,
+        ids,
+        cos,
+        sin,
+        layers,
+        x_final: x,
+        inv_rms_final,
+        normed_final,
+        logits,
+        logsumexp,
+        logp,
+        dropout,
+    })
 }
 
 /// Rows of logits formed at once by [`next_token_logprobs`]: 256 rows of a 150 K vocabulary are 150 MB.
@@ -250,7 +303,7 @@ pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], layout: Layout) ->
     let dims = Dims::new(model, layout.rows);
     let ids = layout.pack_ids(ids);
     let (cos, sin) = rope_tables(model, layout.time)?;
-    let x = decoder(model, &ids, &cos, &sin, &layout, drop)?;
+    let x = decoder(model, &ids, &cos, &sin, &layout, None, drop)?;
     let norm = Param::new(model.norm.as_tensor())?;
     let normed = rms_norm(&x, norm.data(), dims.hidden, dims.eps).1;
     drop(x);
@@ -268,18 +321,23 @@ pub(super) fn next_token_logprobs(model: &Model, ids: &[u32], layout: Layout) ->
 
 /// The embedding and every decoder layer over the packed `ids`: returns the last layer's output
 /// `[rows, hidden]`, handing each layer's tape to `keep` as soon as the next layer has its input.
+/// `dropout`: the adapters' dropout (a training pass only).
 fn decoder(
     model: &Model,
     ids: &[u32],
     cos: &[f32],
     sin: &[f32],
     layout: &Layout,
+    dropout: Option<Dropout>,
     mut keep: impl FnMut(LayerTape),
 ) -> Result<Buf> {
     let dims = Dims::new(model, layout.rows);
+    let tokens = dropout.map(|_| layout.token_keys()).unwrap_or_default();
+    let dropout = dropout.map(|d| (d, tokens.as_slice()));
     let mut x = embed(model, ids, dims)?;
     for block in &model.layers {
-        let (tape, x_out) = layer_forward(&BlockParams::new(block, model.lora.is_some())?, x, cos, sin, layout, dims);
+        let p = BlockParams::new(block, model.lora.is_some(), dropout)?;
+        let (tape, x_out) = layer_forward(&p, x, cos, sin, layout, dims);
         keep(tape);
         x = x_out;
     }
@@ -381,7 +439,20 @@ impl Tape {
 /// Gradients of `-Σ weights · logp` (`weights` `[B, T-1]`, treated as constants) for every
 /// parameter, keyed by Hugging Face name.
 pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Grads> {
-    let Tape { layout, ids, cos, sin, layers, x_final, inv_rms_final, normed_final, mut logits, logsumexp, .. } = tape;
+    let Tape {
+        layout,
+        ids,
+        cos,
+        sin,
+        layers,
+        x_final,
+        inv_rms_final,
+        normed_final,
+        mut logits,
+        logsumexp,
+        dropout,
+        ..
+    } = tape;
     let positions = layout.batch * (layout.time - 1);
     if weights.len() != positions {
         bail!("{} weights for {positions} log-probabilities", weights.len());
@@ -427,8 +498,10 @@ pub(super) fn backward(model: &Model, tape: Tape, weights: &[f32]) -> Result<Gra
     }
     let mut dx = dx_norm;
 
+    let tokens = dropout.map(|_| layout.token_keys()).unwrap_or_default();
+    let dropout = dropout.map(|d| (d, tokens.as_slice()));
     for (block, tape) in model.layers.iter().zip(layers).rev() {
-        let p = BlockParams::new(block, frozen)?;
+        let p = BlockParams::new(block, frozen, dropout)?;
         let (eps, hidden) = (dims.eps, dims.hidden);
         // MLP: x_out = x_mid + down(silu(gate(h2)) · up(h2)), h2 = norm2(x_mid).
         let act = projection_input(tape.act, &[&p.down], || swiglu(&tape.gate, &tape.up));
@@ -604,8 +677,10 @@ fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Buf {
     }
     matmul(&mut y, out_dim, p.bias.is_some(), Mat::rows(x, rows, in_dim), Mat::transposed(w, out_dim, in_dim), true);
     if let Some(ad) = &p.adapter {
-        // y += s · (x Aᵀ) Bᵀ, the scale applied to the small [rows, r] product.
-        let mut down = adapter_down(x, ad, rows);
+        // y += s · (x_d Aᵀ) Bᵀ (x_d: x through the adapter's dropout), the scale applied to the small
+        // [rows, r] product.
+        let dropped = ad.dropout.as_ref().map(|d| d.apply(x));
+        let mut down = adapter_down(dropped.as_deref().unwrap_or(x), ad, rows);
         kernels::scale(&mut down, ad.scale);
         let r = down.len() / rows;
         matmul(&mut y, out_dim, true, Mat::rows(&down, rows, r), Mat::transposed(ad.b.data(), out_dim, r), true);
@@ -614,7 +689,7 @@ fn linear(x: &[f32], p: &LinearParams, rows: usize) -> Buf {
 }
 
 /// `x Aᵀ`, `[rows, r]`: the adapter's input product (recomputed in the backward pass rather than kept:
-/// it costs `r / out` of the base product).
+/// it costs `r / out` of the base product). `x` is the adapter's input after its dropout.
 fn adapter_down(x: &[f32], ad: &AdapterParams, rows: usize) -> Buf {
     let in_dim = x.len() / rows;
     let r = ad.a.data().len() / in_dim;
@@ -666,16 +741,29 @@ fn linear_backward_impl(
     }
     let x = x.expect("the backward pass has a projection's input wherever its weight or adapter trains");
     if let Some(ad) = &p.adapter {
-        // y = … + s · (x Aᵀ) Bᵀ: dB += s · dyᵀ (x Aᵀ); d(x Aᵀ) = s · dy B; dA += d(x Aᵀ)ᵀ x; dx += d(x Aᵀ) A.
-        let mut down = adapter_down(x, ad, rows);
+        // y = … + s · (x_d Aᵀ) Bᵀ with x_d = x ∘ mask: dB += s · dyᵀ (x_d Aᵀ); d(x_d Aᵀ) = s · dy B;
+        // dA += d(x_d Aᵀ)ᵀ x_d; dx += (d(x_d Aᵀ) A) ∘ mask.
+        let mask = ad.dropout.as_ref().map(|d| d.mask(in_dim));
+        let dropped = mask.as_deref().map(|mask| product(x, mask));
+        let x_adapter = dropped.as_deref().unwrap_or(x);
+        let mut down = adapter_down(x_adapter, ad, rows);
         let r = down.len() / rows;
         kernels::scale(&mut down, ad.scale);
         weight_grad(grads.get(ad.b_id, out_dim * r), dy, &down, rows, out_dim, r);
         let mut d_down = down;
         matmul(&mut d_down, r, false, Mat::rows(dy, rows, out_dim), Mat::rows(ad.b.data(), out_dim, r), true);
         kernels::scale(&mut d_down, ad.scale);
-        weight_grad(grads.get(ad.a_id, r * in_dim), &d_down, x, rows, r, in_dim);
-        matmul(dx, in_dim, true, Mat::rows(&d_down, rows, r), Mat::rows(ad.a.data(), r, in_dim), true);
+        weight_grad(grads.get(ad.a_id, r * in_dim), &d_down, x_adapter, rows, r, in_dim);
+        drop(dropped);
+        let a = Mat::rows(ad.a.data(), r, in_dim);
+        match mask {
+            None => matmul(dx, in_dim, true, Mat::rows(&d_down, rows, r), a, true),
+            Some(mask) => {
+                let mut d_dropped = Buf::stale(rows * in_dim);
+                matmul(&mut d_dropped, in_dim, false, Mat::rows(&d_down, rows, r), a, true);
+                add_in_place(dx, &product(&d_dropped, &mask));
+            }
+        }
     }
     if p.frozen {
         return;

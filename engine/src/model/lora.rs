@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor, Var};
 use serde_json::{json, Value};
 
+use super::dropout::{self, Dropout};
 use super::{Linear, Model};
 use crate::weights;
 
@@ -187,6 +188,8 @@ pub(super) struct Adapter {
     pub a: Var,
     pub b: Var,
     pub scale: f64,
+    /// Which dropout mask this projection draws ([`dropout::stream`]).
+    pub stream: u64,
 }
 
 /// The model's adapter: its configuration and its parameters under PEFT's names.
@@ -194,6 +197,8 @@ pub(super) struct Adapter {
 pub(super) struct Lora {
     pub config: LoraConfig,
     pub params: Vec<(String, Var)>,
+    /// The seed of the next training passes' dropout masks ([`Model::set_dropout_seed`]).
+    pub dropout_seed: u64,
 }
 
 /// PEFT's name of a projection's adapter tensor (`which` = `lora_A` or `lora_B`).
@@ -252,23 +257,27 @@ impl Model {
             let b = Var::from_tensor(&Tensor::zeros((out_dim, r), DType::F32, &device)?)?;
             params.push((peft_name(layer, module, "lora_A"), a.clone()));
             params.push((peft_name(layer, module, "lora_B"), b.clone()));
-            linear.adapter = Some(Adapter { a, b, scale });
+            let module_index = LINEAR_MODULES.iter().position(|m| *m == module).unwrap_or(usize::MAX);
+            linear.adapter = Some(Adapter { a, b, scale, stream: dropout::stream(layer, module_index) });
         }
-        self.lora = Some(Lora { config: config.clone(), params });
+        self.lora = Some(Lora { config: config.clone(), params, dropout_seed: 0 });
         Ok(())
     }
 
-    /// Refuses to train an adapter with dropout: dropout only acts in training, where the hand-written
-    /// pass (which recomputes each adapter's input product in backward) would have to recompute its
-    /// mask too, and that is not built. Scoring, generation and merging ignore dropout, as PEFT's do.
-    pub(super) fn check_trainable(&self) -> Result<()> {
-        match &self.lora {
-            Some(lora) if lora.config.dropout != 0.0 => bail!(
-                "LoRA dropout {}: training with adapter dropout is not implemented yet (use 0, PEFT's default)",
-                lora.config.dropout
-            ),
-            _ => Ok(()),
+    /// Sets the seed of the dropout masks the next training passes draw (with `[lora] dropout` > 0):
+    /// a mask is a function of this seed, the projection and the token's place in the batch, so a
+    /// trainer that sets a seed per micro-batch from its run seed and step gets fresh masks every step
+    /// and the same masks again on resume. Scoring, generation and merging never drop, as in PEFT.
+    pub fn set_dropout_seed(&mut self, seed: u64) {
+        if let Some(lora) = &mut self.lora {
+            lora.dropout_seed = seed;
         }
+    }
+
+    /// The dropout a training pass applies to the adapters' inputs, if any.
+    pub(super) fn training_dropout(&self) -> Option<Dropout> {
+        let lora = self.lora.as_ref()?;
+        (lora.config.dropout > 0.0).then_some(Dropout { seed: lora.dropout_seed, p: lora.config.dropout })
     }
 
     /// The attached adapter's configuration, if any.

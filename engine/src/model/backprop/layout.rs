@@ -57,6 +57,16 @@ impl Layout {
         packed
     }
 
+    /// Each packed row's [`crate::model::dropout::token_key`] (its batch row and position), so that the
+    /// packed pass draws the dropout masks the padded autograd pass draws.
+    pub fn token_keys(&self) -> Vec<u64> {
+        let mut keys = Vec::with_capacity(self.rows);
+        for (b, s) in self.segments.iter().enumerate() {
+            keys.extend((0..s.len).map(|pos| crate::model::dropout::token_key(b, pos)));
+        }
+        keys
+    }
+
     /// Whether packed row `r` is the last of its segment (it predicts no token).
     pub fn ends_segment(&self, r: usize) -> bool {
         r + 1 == self.rows || self.positions[r + 1] == 0

@@ -104,10 +104,11 @@ pub struct Record {
 /// the prompt key but with `messages` is a chat row: the last message is the response.
 pub fn read_records(path: &Path, prompt_key: &str, response_key: &str) -> Result<Vec<Record>> {
     let shown = path.display().to_string();
-    let is_parquet = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
-    let (rows, unit) = if is_parquet { (read_parquet_rows(path)?, "row") } else { (read_jsonl_rows(path)?, "line") };
-    let mut records = Vec::with_capacity(rows.len());
-    for (n, row) in rows {
+    let rows = Rows::open(path)?;
+    let unit = rows.unit;
+    let mut records = Vec::new();
+    for row in rows {
+        let (n, row) = row?;
         let at = |message: String| anyhow!("{shown}:{n}: {message}");
         let record = record_from_row(&row, n, prompt_key, response_key).map_err(&at)?;
         if record.response.trim().is_empty() {
@@ -126,38 +127,62 @@ pub fn read_jsonl(path: &Path, prompt_key: &str, response_key: &str) -> Result<V
     read_records(path, prompt_key, response_key)
 }
 
-fn read_jsonl_rows(path: &Path) -> Result<Vec<(usize, Value)>> {
-    let shown = path.display();
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read data file {shown}"))?;
-    // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the first row.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value = serde_json::from_str(line).map_err(|e| anyhow!("{shown}:{}: malformed JSON: {e}", i + 1))?;
-        rows.push((i + 1, value));
-    }
-    Ok(rows)
+/// The rows of a JSONL or Parquet file (by extension), read one at a time so that memory stays one
+/// row whatever the file's size: each with its 1-based line (JSONL, blank lines skipped) or row
+/// (Parquet) number. Errors name the file and the line or row.
+pub struct Rows {
+    inner: Box<dyn Iterator<Item = Result<(usize, Value)>>>,
+    /// `line` or `row`, for messages.
+    pub unit: &'static str,
 }
 
-fn read_parquet_rows(path: &Path) -> Result<Vec<(usize, Value)>> {
-    use parquet::file::reader::{FileReader, SerializedFileReader};
-    let shown = path.display();
-    let file = std::fs::File::open(path).with_context(|| format!("cannot read data file {shown}"))?;
-    let reader = SerializedFileReader::new(file).map_err(|e| anyhow!("{shown}: not a readable Parquet file: {e}"))?;
-    let iter = reader.get_row_iter(None).map_err(|e| anyhow!("{shown}: cannot read rows: {e}"))?;
-    let mut rows = Vec::new();
-    for (i, row) in iter.enumerate() {
-        let row = row.map_err(|e| anyhow!("{shown}: row {}: {e}", i + 1))?;
-        rows.push((i + 1, row.to_json_value()));
+impl Rows {
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display().to_string();
+        let file = std::fs::File::open(path).with_context(|| format!("cannot read data file {shown}"))?;
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("parquet")) {
+            use parquet::file::reader::SerializedFileReader;
+            let reader =
+                SerializedFileReader::new(file).map_err(|e| anyhow!("{shown}: not a readable Parquet file: {e}"))?;
+            let inner = reader.into_iter().enumerate().map(move |(i, row)| {
+                let row = row.map_err(|e| anyhow!("{shown}: row {}: {e}", i + 1))?;
+                Ok((i + 1, row.to_json_value()))
+            });
+            return Ok(Self { inner: Box::new(inner), unit: "row" });
+        }
+        use std::io::BufRead;
+        let lines = std::io::BufReader::new(file).lines().enumerate();
+        let inner = lines.filter_map(move |(i, line)| {
+            let n = i + 1;
+            let line = match line {
+                Ok(line) => line,
+                Err(e) => return Some(Err(anyhow!("{shown}:{n}: cannot read: {e}"))),
+            };
+            // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the first row.
+            let line = if n == 1 { line.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(line) } else { line };
+            if line.trim().is_empty() {
+                return None;
+            }
+            Some(
+                serde_json::from_str(&line)
+                    .map(|value| (n, value))
+                    .map_err(|e| anyhow!("{shown}:{n}: malformed JSON: {e}")),
+            )
+        });
+        Ok(Self { inner: Box::new(inner), unit: "line" })
     }
-    Ok(rows)
+}
+
+impl Iterator for Rows {
+    type Item = Result<(usize, Value)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.inner.next()
+    }
 }
 
 /// Follows a dotted key through nested objects.
-fn lookup<'a>(row: &'a Value, key: &str) -> Option<&'a Value> {
+pub fn lookup<'a>(row: &'a Value, key: &str) -> Option<&'a Value> {
     key.split('.').try_fold(row, |value, part| value.get(part))
 }
 

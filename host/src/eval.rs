@@ -113,6 +113,11 @@ impl Finish {
             Finish::Length => "length",
         }
     }
+
+    /// The reason [`Finish::as_str`] names (also vLLM's and OpenAI's `stop` and `length`).
+    pub fn parse(name: &str) -> Option<Finish> {
+        [Finish::Eos, Finish::Stop, Finish::Length].into_iter().find(|f| f.as_str() == name)
+    }
 }
 
 /// The generations of one example and their scores.
@@ -130,22 +135,26 @@ pub struct ExampleResult {
 
 impl ExampleResult {
     /// The output line: `index`, `prompt`, `reference`, `generations`, `scores` (per generation
-    /// `{name: value}`) and `finish_reasons`.
+    /// `{name: value}`) and `finish_reasons` (left out when they are not known, as for generations
+    /// graded by `host grade` without them).
     pub fn to_json(&self) -> Value {
         let scores: Vec<Value> = self
             .scores
             .iter()
             .map(|named| Value::Object(named.iter().map(|(name, value)| (name.clone(), json!(value))).collect()))
             .collect();
-        let finishes: Vec<&str> = self.finishes.iter().map(|f| f.as_str()).collect();
-        json!({
+        let mut line = json!({
             "index": self.index,
             "prompt": self.prompt,
             "reference": self.reference,
             "generations": self.generations,
             "scores": scores,
-            "finish_reasons": finishes,
-        })
+        });
+        if !self.finishes.is_empty() {
+            let finishes: Vec<&str> = self.finishes.iter().map(|f| f.as_str()).collect();
+            line["finish_reasons"] = json!(finishes);
+        }
+        line
     }
 }
 
@@ -166,8 +175,7 @@ impl EvalReport {
 
     /// The aggregate with the settings that produced it.
     pub fn summary(&self, settings: &EvalSettings) -> Value {
-        let aggregate: Map<String, Value> =
-            self.aggregate.iter().map(|(name, value)| (name.clone(), json!(value))).collect();
+        let aggregate = aggregate_json(&self.aggregate);
         json!({
             "examples": self.examples.len(),
             "samples": settings.samples,
@@ -179,6 +187,30 @@ impl EvalReport {
             "chat_template": settings.chat_template,
             "aggregate": aggregate,
         })
+    }
+}
+
+/// An evaluator's aggregate as a JSON object, in its order.
+pub fn aggregate_json(aggregate: &[(String, f64)]) -> Value {
+    Value::Object(aggregate.iter().map(|(name, value)| (name.clone(), json!(value))).collect::<Map<String, Value>>())
+}
+
+/// Prints an aggregate as a table: `metric`, `value`, then one column per `(header, value)` of
+/// `columns` (the same on every row).
+pub fn print_aggregate(aggregate: &[(String, f64)], columns: &[(&str, String)]) {
+    let width = aggregate.iter().map(|(name, _)| name.len()).chain(["metric".len()]).max().unwrap_or(0);
+    let widths: Vec<usize> = columns.iter().map(|(header, value)| header.len().max(value.len())).collect();
+    let mut header = format!("{:<width$}  {:>10}", "metric", "value");
+    for ((name, _), w) in columns.iter().zip(&widths) {
+        header.push_str(&format!("  {name:>w$}"));
+    }
+    println!("{header}");
+    for (name, value) in aggregate {
+        let mut row = format!("{name:<width$}  {value:>10.4}");
+        for ((_, column), w) in columns.iter().zip(&widths) {
+            row.push_str(&format!("  {column:>w$}"));
+        }
+        println!("{row}");
     }
 }
 
@@ -381,16 +413,57 @@ pub fn refuse_overwriting_input(out: &Path, input: &Path) -> Result<()> {
 /// Writes `contents` beside `path` and renames it into place, so that a failure leaves no half-written
 /// file.
 pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
-    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()
-    };
-    write().with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    let mut file = AtomicFile::create(path)?;
+    file.write_all(contents.as_bytes()).with_context(|| format!("cannot write {}", file.tmp.display()))?;
+    file.commit()
+}
+
+/// A file written beside its destination (`<name>.tmp`) and renamed into place by
+/// [`AtomicFile::commit`]: until then the destination keeps its old contents, and a writer dropped
+/// without committing (an error part-way) removes its temporary file.
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    writer: Option<std::io::BufWriter<std::fs::File>>,
+}
+
+impl AtomicFile {
+    pub fn create(path: &Path) -> Result<Self> {
+        let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+        tmp_name.push(".tmp");
+        let tmp = path.with_file_name(tmp_name);
+        let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        Ok(Self { path: path.to_path_buf(), tmp, writer: Some(std::io::BufWriter::new(file)) })
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<()> {
+        let writer = self.writer.take().expect("an uncommitted file has its writer");
+        let file = writer
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        file.sync_all().with_context(|| format!("cannot write {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.path).with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.writer.as_mut().expect("an uncommitted file has its writer").write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.writer.as_mut().expect("an uncommitted file has its writer").flush()
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod data;
 pub mod encode;
 pub mod eval;
 pub mod fingerprint;
+pub mod grade;
 pub mod model_source;
 pub mod plugins;
 pub mod report;

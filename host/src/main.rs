@@ -125,6 +125,8 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Score generations made anywhere (vLLM, llama.cpp, an API) with an evaluator plugin; no model is loaded.
+    Grade(commands::grade::GradeArgs),
     /// Where a data set sits on the capability continuum: the base model's confidence on its targets.
     Diagnose {
         #[arg(long)]
@@ -396,6 +398,7 @@ fn main() -> ExitCode {
             },
             &search,
         ),
+        Command::Grade(args) => commands::grade::run(&args, &search),
         Command::Diagnose { model, adapter, data, out, prompt_key, response_key, encode, batch_size } => {
             commands::diagnose::run(&commands::diagnose::DiagnoseArgs {
                 model: &model,

@@ -63,16 +63,14 @@ pub fn run(args: &EvalArgs<'_>, search: &SearchPath) -> Result<()> {
     let summary_path = eval::summary_path(args.out);
     eval::write_atomic(&summary_path, &format!("{summary:#}\n"))?;
 
-    let width = report.aggregate.iter().map(|(name, _)| name.len()).chain(["metric".len()]).max().unwrap_or(0);
-    println!("{:<width$}  {:>10}  {:>8}  {:>7}  {:>11}", "metric", "value", "examples", "samples", "temperature");
-    for (name, value) in &report.aggregate {
-        println!(
-            "{name:<width$}  {value:>10.4}  {:>8}  {:>7}  {:>11}",
-            report.examples.len(),
-            settings.samples,
-            settings.temperature
-        );
-    }
+    eval::print_aggregate(
+        &report.aggregate,
+        &[
+            ("examples", report.examples.len().to_string()),
+            ("samples", settings.samples.to_string()),
+            ("temperature", settings.temperature.to_string()),
+        ],
+    );
     println!(
         "evaluated {} examples with `{}` -> {} (summary {})",
         report.examples.len(),

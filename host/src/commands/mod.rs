@@ -4,6 +4,7 @@ pub mod bench;
 pub mod convert;
 pub mod diagnose;
 pub mod eval;
+pub mod grade;
 pub mod init_model;
 pub mod merge;
 pub mod plot;

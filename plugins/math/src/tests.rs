@@ -54,6 +54,59 @@ const CASES: &[(&str, &str, &str, f64)] = &[
     ("unicode text around", "Die Antwort ist \u{2248} 3.14 \u{1F642}", "3.14", 1.0),
     ("division by zero is no number", "\\boxed{1/0}", "1/0", 1.0),
     ("number inside a word-list", "Steps 1, 2, 3 give 4", "4", 1.0),
+    // The cases: expressions, not only numbers.
+    ("braced power", "\\boxed{x^{2}+1}", "x^2+1", 1.0),
+    ("commuted sum", "\\boxed{1+x^2}", "x^2+1", 1.0),
+    ("sqrt with and without braces", "\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}", 1.0),
+    ("simplified radical", "\\boxed{3\\sqrt{2}}", "\\sqrt{18}", 1.0),
+    ("pi over two", "\\boxed{\\pi/2}", "\\frac{\\pi}{2}", 1.0),
+    ("choice letter in text", "\\boxed{\\text{(B)}}", "B", 1.0),
+    ("other choice letter", "\\boxed{\\text{(C)}}", "B", 0.0),
+    ("polynomial identity", "\\boxed{(x+1)^2}", "x^2+2x+1", 1.0),
+    ("polynomial near miss", "\\boxed{(x+1)^2}", "x^2+x+1", 0.0),
+    ("implicit products commute", "\\boxed{2\\pi r}", "2r\\pi", 1.0),
+    ("trig value", "\\boxed{\\sin\\frac{\\pi}{6}}", "\\frac12", 1.0),
+    ("log base", "\\boxed{\\log_2 8}", "3", 1.0),
+    ("mixed number", "\\boxed{2\\frac{1}{2}}", "\\frac{5}{2}", 1.0),
+    ("nested fraction", "\\boxed{\\frac{1}{1+\\frac{1}{2}}}", "\\frac23", 1.0),
+    ("exact rationals", "\\boxed{0.1+0.2}", "\\frac{3}{10}", 1.0),
+    ("inequality as interval", "\\boxed{x > 3}", "(3, \\infty)", 1.0),
+    ("inequality end differs", "\\boxed{x \\ge 3}", "(3, \\infty)", 0.0),
+    ("double inequality", "\\boxed{1 < x \\le 2}", "(1, 2]", 1.0),
+    ("set order", "\\boxed{\\{3, 2, 1\\}}", "\\{1,2,3\\}", 1.0),
+    ("set element differs", "\\boxed{\\{3, 2, 0\\}}", "\\{1,2,3\\}", 0.0),
+    ("plus-minus pair", "\\boxed{2 \\pm \\sqrt{3}}", "2+\\sqrt3, 2-\\sqrt3", 1.0),
+    ("tuple order matters", "\\boxed{(2, 1)}", "(1, 2)", 0.0),
+    (
+        "matrix",
+        "\\boxed{\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}}",
+        "\\begin{bmatrix}1&2\\\\3&4\\end{bmatrix}",
+        1.0,
+    ),
+    (
+        "matrix entry differs",
+        "\\boxed{\\begin{pmatrix} 1 & 2 \\\\ 3 & 5 \\end{pmatrix}}",
+        "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}",
+        0.0,
+    ),
+    ("union of intervals", "\\boxed{(-\\infty, 0) \\cup (1, \\infty)}", "(1,\\infty)\\cup(-\\infty,0)", 1.0),
+    ("equation rhs", "\\boxed{y = 2x+3}", "3+2x", 1.0),
+    ("complex number", "\\boxed{4i+3}", "3+4i", 1.0),
+    ("i squared", "\\boxed{i^2}", "-1", 1.0),
+    ("scientific notation", "\\boxed{1.5 \\times 10^{3}}", "1500", 1.0),
+    ("cube root", "\\boxed{\\sqrt[3]{8}}", "2", 1.0),
+    ("text answers ignore case", "\\boxed{\\text{Monday}}", "monday", 1.0),
+    ("different text", "\\boxed{\\text{Monday}}", "Tuesday", 0.0),
+    ("huge power stays bounded", "\\boxed{10^{10^{10}}}", "10^{10^{10}}", 1.0),
+    ("a bare number after ^ is the whole exponent", "\\boxed{2^10}", "1024", 1.0),
+    ("\\frac keeps one-digit arguments", "\\boxed{\\frac123}", "\\frac{1}{2}\\cdot 3", 1.0),
+    ("\\choose", "\\boxed{{5 \\choose 2}}", "10", 1.0),
+    ("\\choose without braces", "\\boxed{6 \\choose 3}", "20", 1.0),
+    ("\\mathbb{R} is the real line", "\\boxed{\\mathbb{R}}", "(-\\infty, \\infty)", 1.0),
+    ("a list in words", "\\boxed{1 \\text{ and } 2}", "2, 1", 1.0),
+    ("unit words after an expression", "\\boxed{36\\pi \\text{ cubic units}}", "36\\pi", 1.0),
+    ("other words after an expression count", "\\boxed{36\\pi \\text{ or so}}", "36\\pi", 0.0),
+    ("a written-out approximation is not exact", "\\boxed{3.14159}", "\\pi", 0.0),
 ];
 
 #[test]
@@ -141,4 +194,44 @@ fn declares_its_name() {
     let module = crate::sft_plugin_root_module();
     assert_eq!(module.name().as_str(), "math");
     assert_eq!(module.kind(), plugin_api::PluginKind::Evaluator);
+}
+
+/// The ids of the table rows whose disagreement with math-verify the crate documentation explains:
+/// the rows `//! | <id> | ...` of its disagreements table.
+fn documented_disagreements() -> std::collections::BTreeSet<u64> {
+    include_str!("lib.rs")
+        .lines()
+        .filter_map(|line| line.strip_prefix("//! | ")?.split(" |").next()?.trim().parse().ok())
+        .collect()
+}
+
+#[test]
+fn agrees_with_math_verify_on_the_committed_table() {
+    let table = include_str!("../tests/math_verify_table.jsonl");
+    let mut rows = 0;
+    let mut disagreements = std::collections::BTreeMap::new();
+    for line in table.lines().filter(|l| !l.trim().is_empty()) {
+        let row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let (generation, reference) = (row["generation"].as_str().unwrap(), row["reference"].as_str().unwrap());
+        let oracle = row["math_verify"].as_bool().unwrap();
+        let ours = accuracy(generation, reference) == 1.0;
+        rows += 1;
+        if ours != oracle {
+            let id = row["id"].as_u64().unwrap();
+            disagreements.insert(
+                id,
+                format!("{id} [{}] {generation:?} vs {reference:?}: math-verify {oracle}, here {ours}", row["form"]),
+            );
+        }
+    }
+    assert!(rows >= 300, "the table has {rows} rows");
+    let agreement = 1.0 - disagreements.len() as f64 / rows as f64;
+    let listed: Vec<&String> = disagreements.values().collect();
+    assert!(agreement >= 0.98, "agreement {agreement:.4} over {rows} rows:\n{listed:#?}");
+    let documented = documented_disagreements();
+    let undocumented: Vec<&String> =
+        disagreements.iter().filter(|(id, _)| !documented.contains(id)).map(|(_, d)| d).collect();
+    assert!(undocumented.is_empty(), "disagreements missing from the crate docs:\n{undocumented:#?}");
+    let stale: Vec<&u64> = documented.iter().filter(|id| !disagreements.contains_key(id)).collect();
+    assert!(stale.is_empty(), "documented disagreements that now agree: {stale:?}");
 }

@@ -150,27 +150,51 @@ impl Rows {
             });
             return Ok(Self { inner: Box::new(inner), unit: "row" });
         }
-        use std::io::BufRead;
-        let lines = std::io::BufReader::new(file).lines().enumerate();
-        let inner = lines.filter_map(move |(i, line)| {
-            let n = i + 1;
-            let line = match line {
-                Ok(line) => line,
-                Err(e) => return Some(Err(anyhow!("{shown}:{n}: cannot read: {e}"))),
+        let mut reader = std::io::BufReader::new(file);
+        let mut n = 0;
+        let inner = std::iter::from_fn(move || loop {
+            n += 1;
+            let line = match read_line_bounded(&mut reader, MAX_LINE_BYTES) {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(anyhow!("{shown}:{n}: {e}"))),
             };
             // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the first row.
-            let line = if n == 1 { line.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(line) } else { line };
+            let line = if n == 1 { line.strip_prefix('\u{feff}').unwrap_or(&line) } else { &line };
             if line.trim().is_empty() {
-                return None;
+                continue;
             }
-            Some(
-                serde_json::from_str(&line)
+            return Some(
+                serde_json::from_str(line)
                     .map(|value| (n, value))
                     .map_err(|e| anyhow!("{shown}:{n}: malformed JSON: {e}")),
-            )
+            );
         });
         Ok(Self { inner: Box::new(inner), unit: "line" })
     }
+}
+
+/// Longest JSONL line read (a row's memory is bounded whatever the file).
+pub const MAX_LINE_BYTES: u64 = 256 << 20;
+
+/// The next line without its newline, `None` at the end; an error for a line over `limit` bytes or
+/// one that is not UTF-8.
+fn read_line_bounded(reader: &mut impl std::io::BufRead, limit: u64) -> Result<Option<String>, String> {
+    use std::io::{BufRead, Read};
+    let mut bytes = Vec::new();
+    let read = reader.take(limit + 1).read_until(b'\n', &mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    } else if bytes.len() as u64 > limit {
+        return Err(format!("line longer than {limit} bytes"));
+    }
+    String::from_utf8(bytes).map(Some).map_err(|e| format!("not UTF-8: {e}"))
 }
 
 impl Iterator for Rows {
@@ -431,6 +455,19 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_read_within_a_bound() {
+        let mut reader = std::io::Cursor::new(b"short\r\n0123456789\nlast".to_vec());
+        assert_eq!(read_line_bounded(&mut reader, 10).unwrap().as_deref(), Some("short"));
+        assert_eq!(read_line_bounded(&mut reader, 10).unwrap().as_deref(), Some("0123456789"));
+        assert_eq!(read_line_bounded(&mut reader, 10).unwrap().as_deref(), Some("last"));
+        assert_eq!(read_line_bounded(&mut reader, 10).unwrap(), None);
+        let mut long = std::io::Cursor::new(b"01234567890\n".to_vec());
+        assert_eq!(read_line_bounded(&mut long, 10).unwrap_err(), "line longer than 10 bytes");
+        let mut bad = std::io::Cursor::new(vec![0xff, b'\n']);
+        assert!(read_line_bounded(&mut bad, 10).unwrap_err().starts_with("not UTF-8"));
+    }
 
     #[test]
     fn fitting_to_the_context_cuts_the_prompt_start_first_then_the_end() {

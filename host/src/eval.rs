@@ -418,7 +418,7 @@ pub fn write_atomic(path: &Path, contents: &str) -> Result<()> {
     file.commit()
 }
 
-/// A file written beside its destination (`<name>.tmp`) and renamed into place by
+/// A file written beside its destination (`<name>.<pid>.tmp`) and renamed into place by
 /// [`AtomicFile::commit`]: until then the destination keeps its old contents, and a writer dropped
 /// without committing (an error part-way) removes its temporary file.
 pub struct AtomicFile {
@@ -429,8 +429,15 @@ pub struct AtomicFile {
 
 impl AtomicFile {
     pub fn create(path: &Path) -> Result<Self> {
+        // A rename would replace a device or a pipe (`--out /dev/stdout`) by a plain file.
+        if let Ok(meta) = std::fs::metadata(path) {
+            if !meta.is_file() {
+                bail!("cannot write {}: not a regular file", path.display());
+            }
+        }
         let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
-        tmp_name.push(".tmp");
+        // The process id keeps two writers of one destination apart; the last to commit wins whole.
+        tmp_name.push(format!(".{}.tmp", std::process::id()));
         let tmp = path.with_file_name(tmp_name);
         let file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         Ok(Self { path: path.to_path_buf(), tmp, writer: Some(std::io::BufWriter::new(file)) })

@@ -111,7 +111,10 @@ fn greedy_generations_match_the_reference_and_score_end_to_end() {
     let again = dir.path().join("again.jsonl");
     eval_ok(&data, &again, &["--batch-size", "3"]);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), std::fs::read_to_string(&again).unwrap());
-    assert!(!dir.path().join("preds.jsonl.tmp").exists());
+    let temporary = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("tmp".as_ref()));
+    assert_eq!(temporary.count(), 0, "no temporary file is left behind");
 }
 
 #[test]

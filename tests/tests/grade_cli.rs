@@ -3,6 +3,7 @@
 //! workspace (`tests/out_of_tree/word_recall`); bad rows fail naming the row and leave no output
 //! behind.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -114,12 +115,20 @@ fn bad_rows_fail_naming_the_row_and_leave_no_output() {
         write_jsonl(&data, &[good.clone(), bad]);
         let run = grade(&["--evaluator", "math", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
         assert_error(&run, 2, &[&format!("{}:2: ", data.display()), message]);
-        assert!(!out.exists() && !dir.path().join("graded.jsonl.tmp").exists(), "no output after: {message}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, ["bad.jsonl"], "no output after: {message}");
     }
     let data = dir.path().join("data.jsonl");
     write_jsonl(&data, &[good]);
     let run = grade(&["--evaluator", "math", "--data", data.to_str().unwrap(), "--out", data.to_str().unwrap()]);
     assert_error(&run, 2, &["is the --data file"]);
+    // A device or a folder is never replaced by a renamed file.
+    for not_a_file in [Path::new("/dev/null"), dir.path()] {
+        let run =
+            grade(&["--evaluator", "math", "--data", data.to_str().unwrap(), "--out", not_a_file.to_str().unwrap()]);
+        assert_error(&run, 2, &["not a regular file"]);
+    }
+    assert!(Path::new("/dev/null").metadata().unwrap().file_type().is_char_device());
     let run = grade(&["--evaluator", "nll", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!run.status.success());
 }

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::data;
 use crate::encode::EncodeOptions;
@@ -34,8 +34,7 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
     let logp = crate::score::response_logprobs(&model, &dataset.examples, tokenizer.eos_id, args.batch_size)?;
 
     // Written beside the target and renamed, so a failure leaves no half-written file.
-    let tmp = args.out.with_extension("jsonl.tmp");
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    let mut file = crate::eval::AtomicFile::create(args.out)?;
     for (index, values) in logp.iter().enumerate() {
         let mut row = serde_json::json!({ "index": index, "logp": values });
         // A row cut to the context: `prompt_start` (its logp had less context), `end` (fewer values).
@@ -49,8 +48,7 @@ pub fn run(args: &ScoreArgs<'_>) -> Result<()> {
         }
         writeln!(file, "{row}")?;
     }
-    file.flush()?;
-    std::fs::rename(&tmp, args.out).with_context(|| format!("cannot write {}", args.out.display()))?;
+    file.commit()?;
     let tokens: usize = logp.iter().map(Vec::len).sum();
     let mean_p = logp.iter().flatten().map(|&l| (l as f64).exp()).sum::<f64>() / tokens.max(1) as f64;
     println!("scored {} examples ({tokens} response tokens, mean p {mean_p:.4}) -> {}", logp.len(), args.out.display());

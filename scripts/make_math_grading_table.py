@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Dev-only: label MATH-style (generation, reference) grading pairs with Hugging Face's math-verify.
 
-    pip install math-verify==0.8.0
+    pip install math-verify==0.9.0  # with latex2sympy2_extended 1.11.0
     python3 scripts/make_math_grading_table.py > plugins/math/tests/math_verify_table.jsonl
 
 Each pair is (form, reference, answer, generation template). The answer is put in the template (most
@@ -121,6 +121,36 @@ FORMS = [
     ("approximation", "\\pi", ["3.14159", "3.14"], ["3", "3.2"]),
     ("text answer", "\\text{Tuesday}", ["\\text{Tuesday}", "\\text{tuesday}", "Tuesday"], ["\\text{Monday}"]),
     ("text answer", "\\text{even}", ["\\text{even}", "\\textbf{even}"], ["\\text{odd}"]),
+    ("base-n", "1011_2", ["1011_2", "1011_{2}"], ["1101_2"]),
+    ("ratio", "\\frac{3}{4}", ["3/4", "0.75"], ["4/3"]),
+    ("money", "\\$1.50", ["1.50", "\\$1.5", "1.5"], ["\\$15"]),
+    ("negative decimal", "-0.25", ["-\\frac{1}{4}", "-.25", "-1/4"], ["0.25", "-0.5"]),
+    ("radians", "\\frac{5\\pi}{6}", ["\\frac56\\pi", "5\\pi/6"], ["\\frac{\\pi}{6}", "\\frac{6\\pi}{5}"]),
+    ("line", "y = -3x + 2", ["y=2-3x", "y = -3x+2"], ["y = 3x + 2", "y = -3x - 2"]),
+    ("two variables", "x^2 + 2xy + y^2", ["(x+y)^2", "y^2+2xy+x^2"], ["(x-y)^2", "x^2+y^2"]),
+    ("rationalised", "\\frac{\\sqrt{2}}{4}", ["\\frac{1}{2\\sqrt{2}}", "\\frac{\\sqrt2}{4}"], ["\\frac{\\sqrt{2}}{2}"]),
+    ("large integer", "1234567890", ["1,234,567,890", "1234567890"], ["1234567891"]),
+    ("exponent", "5^{-2}", ["\\frac{1}{25}", "0.04", "1/25"], ["25", "-25"]),
+    ("sum", "\\frac{1}{2}+\\frac{1}{3}", ["\\frac{5}{6}", "5/6"], ["\\frac{2}{5}"]),
+    ("cube root", "\\sqrt[3]{27}", ["3", "27^{1/3}"], ["9"]),
+    ("integer in words", "\\text{five}", ["\\text{five}"], ["\\text{six}"]),
+]
+
+# Answers in the style of MATH500's references (most are integers or simple fractions), each with a
+# restyling a model writes and a near miss: the bulk of a real grading run.
+TYPICAL = [
+    ("27", "27", "28"), ("4", "4", "-4"), ("-2", "-2", "2"), ("0", "0", "1"),
+    ("\\frac{14}{3}", "\\dfrac{14}{3}", "\\frac{3}{14}"), ("\\frac{243}{625}", "\\dfrac{243}{625}", "\\frac{243}{624}"),
+    ("6 - 5i", "6-5i", "6+5i"), ("11\\sqrt2", "11\\sqrt{2}", "11\\sqrt{3}"), ("p - q", "-q + p", "q - p"),
+    ("\\left( 3, \\frac{\\pi}{2} \\right)", "(3, \\frac{\\pi}{2})", "(3, \\pi)"), ("90^\\circ", "90^{\\circ}", "45^\\circ"),
+    ("\\frac{1}{4}", "0.25", "\\frac{1}{8}"), ("10", "10", "100"), ("3", "3", "13"), ("17", "17", "71"),
+    ("\\sqrt{51}", "\\sqrt{51}", "\\sqrt{52}"), ("\\frac{3}{56}", "\\frac{3}{56}", "\\frac{3}{65}"),
+    ("2220", "2,220", "2200"), ("104", "104", "140"), ("5", "5", "6"), ("-\\frac{1}{3}", "-\\dfrac{1}{3}", "\\frac{1}{3}"),
+    ("\\pi", "\\pi", "2\\pi"), ("1.36", "1.36", "1.63"), ("\\frac{1}{\\sqrt{3}}", "\\frac{\\sqrt{3}}{3}", "\\sqrt{3}"),
+    ("x^2+7x+10", "(x+2)(x+5)", "(x+2)(x-5)"), ("\\$32,\\!348", "32348", "32384"), ("6+9i", "9i+6", "6-9i"),
+    ("2\\sqrt{6}", "\\sqrt{24}", "6\\sqrt{2}"), ("\\text{(C)}", "C", "D"), ("-1", "-1", "1"),
+    ("\\frac{7}{9}", "\\frac{14}{18}", "\\frac{9}{7}"), ("8", "8", "9"), ("1,\\!000,\\!000", "1000000", "100000"),
+    ("\\frac{25}{2}", "12.5", "\\frac{2}{25}"), ("64", "2^6", "2^8"), ("(-\\infty, 1]", "(-\\infty,1]", "(-\\infty, 1)"),
 ]
 
 # Generations whose extraction is the point: the last box wins, no box at all, a truncated box.
@@ -138,6 +168,17 @@ RAW = [
     ("nested braces", "\\frac{\\sqrt{2}}{2}", "\\boxed{\\frac{\\sqrt{2}}{2}} is the value"),
     ("boxed with dollars", "8", "Answer: $\\boxed{8}$"),
     ("boxed text", "6", "\\boxed{\\text{The answer is } 6}"),
+    ("stated answer", "(x+1)^2", "So, the final answer is x^2 + 2x + 1."),
+    ("stated answer", "9\\pi", "So, the final answer is $9\\pi$."),
+    ("stated answer", "6", "The answer is that x equals 6"),
+    ("stated answer", "5", "The answer is 5. Wait, the answer is 6."),
+    ("stated answer", "6", "The answer is 5. Wait, the answer is 6."),
+    ("stated answer", "180", "The final answer is S = 180 - n"),
+    ("stated answer", "\\frac{1}{2}", "Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct."),
+    ("stated answer", "24", "So the area is 24 square centimeters."),
+    ("stated answer", "\\text{Tuesday}", "The answer is Tuesday."),
+    ("stated answer", "4", "**Answer:** x = 4"),
+    ("stated answer", "12", "The answer is 12.\nCheck: 3 * 4 = 12, so 5 is not it"),
 ]
 
 
@@ -152,6 +193,11 @@ def rows():
             template = TEMPLATES[n % len(TEMPLATES)]
             n += 1
             yield form, template % answer, reference
+    for reference, right, wrong in TYPICAL:
+        for answer in (right, wrong):
+            template = TEMPLATES[n % len(TEMPLATES)]
+            n += 1
+            yield "typical MATH500-style", template % answer, reference
     for form, reference, generation in RAW:
         yield form, generation, reference
 

@@ -33,6 +33,9 @@ const CASES: &[(&str, &str, &str, f64, f64, f64)] = &[
     ("unicode case folding", "ÉCOLE", "école", 0.0, 1.0, 1.0),
     ("full-width letters", "ＨＯＵＳＥ", "HOUSE", 0.0, 0.0, 0.0),
     ("art echoed instead of a word", "#   # ###\n#   #  #", "HI", 0.0, 0.0, 0.0),
+    // Seen grading SmolLM2-135M-Instruct on datasets/real/figfont (a model-weak task: no right answers).
+    ("real: art redrawn with spaces", "# # # # # #\n## # # # # #\n# # # # # #", "MFC", 0.0, 0.0, 0.0),
+    ("real: blank first lines, then art", "\n\n# #   #\n#   #", "UTK", 0.0, 0.0, 0.0),
 ];
 
 #[test]

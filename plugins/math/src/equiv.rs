@@ -287,6 +287,11 @@ fn text_form(s: &str) -> String {
     unwrap_text(s).chars().filter(|c| !c.is_whitespace()).flat_map(char::to_lowercase).collect()
 }
 
+/// Whether an extracted answer reads as words rather than mathematics.
+pub fn is_prose(answer: &str) -> bool {
+    matches!(parse_answer(answer), Answer::Text(_))
+}
+
 /// Reads an extracted answer into its structure ([`Answer::Text`] when it is not mathematics).
 pub fn parse_answer(answer: &str) -> Answer {
     let cleaned = clean(answer);

@@ -1,4 +1,5 @@
-//! Finding the answer in a text: the last `\boxed{...}` / `\fbox{...}`, else the final number.
+//! Finding the answer in a text: the last `\boxed{...}` / `\fbox{...}`, else what follows the last
+//! "answer is" (as the Qwen2.5-Math harness reads an unboxed answer), else the final number.
 
 /// The commands whose argument is taken as the boxed answer.
 const BOX_COMMANDS: [&str; 2] = ["\\boxed", "\\fbox"];
@@ -151,9 +152,23 @@ pub fn last_number(text: &str) -> Option<&str> {
     last
 }
 
-/// The answer of a generation: the last box, else the final number.
+/// The phrase whose rest of line states an unboxed answer ("The final answer is 9π.").
+const ANSWER_PHRASE: &str = "answer is";
+
+/// What follows the last "answer is" (any case) up to the end of its line: a leading colon, `$`
+/// and `**` marks and a final period dropped; `None` when there is no such phrase or nothing after it.
+pub fn stated_answer(text: &str) -> Option<&str> {
+    // ASCII lower-casing keeps byte offsets.
+    let at = text.to_ascii_lowercase().rfind(ANSWER_PHRASE)? + ANSWER_PHRASE.len();
+    let line = text[at..].lines().next().unwrap_or("");
+    let answer = line.trim().trim_start_matches(':').trim().trim_matches(['$', '*', ' ']);
+    let answer = answer.strip_suffix('.').unwrap_or(answer).trim_matches(['$', '*', ' ']);
+    (!answer.is_empty()).then_some(answer)
+}
+
+/// The answer of a generation: the last box, else the stated answer, else the final number.
 pub fn generation_answer(text: &str) -> Option<&str> {
-    last_boxed(text).or_else(|| last_number(text))
+    last_boxed(text).or_else(|| stated_answer(text)).or_else(|| last_number(text))
 }
 
 /// The answer of a reference: its last box, else what follows a GSM8K-style `####`, else all of it.

@@ -529,6 +529,12 @@ impl Parser {
     fn atom(&mut self) -> Option<Expr> {
         self.enter()?;
         let expr = match self.next()? {
+            Tok::Num(digits) if self.eat(&Tok::Sym('_')) => {
+                // `1011_2`: a numeral in base 2 to 36.
+                let base: u32 = self.subscript()?.parse().ok().filter(|b| (2..=36).contains(b))?;
+                let value = num_bigint::BigInt::parse_bytes(digits.as_bytes(), base)?;
+                Expr::Num(num_rational::BigRational::from_integer(value))
+            }
             Tok::Num(digits) => Expr::Num(decimal(&digits)?),
             Tok::Letter(c) => {
                 if self.eat(&Tok::Sym('_')) {

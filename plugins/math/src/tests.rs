@@ -106,6 +106,16 @@ const CASES: &[(&str, &str, &str, f64)] = &[
     ("a list in words", "\\boxed{1 \\text{ and } 2}", "2, 1", 1.0),
     ("unit words after an expression", "\\boxed{36\\pi \\text{ cubic units}}", "36\\pi", 1.0),
     ("other words after an expression count", "\\boxed{36\\pi \\text{ or so}}", "36\\pi", 0.0),
+    ("a numeral in base 2", "\\boxed{1011_{2}}", "11", 1.0),
+    ("a different numeral in base 2", "\\boxed{1101_2}", "1011_2", 0.0),
+    ("stated answer", "So, the final answer is x^2 + 2x + 1.", "(x+1)^2", 1.0),
+    ("stated answer with a variable and unicode", "So, the final answer is A = 9π.", "9\\pi", 1.0),
+    ("stated answer in words", "The answer is that x equals 6", "6", 1.0),
+    ("the last stated answer counts", "The answer is 5. Wait, the answer is 6.", "6", 1.0),
+    ("a wrong stated answer is not saved by a later number", "The answer is 5.\nCheck: 6", "6", 0.0),
+    ("a stated expression is not its last number", "The final answer is S = 180 - n", "180", 0.0),
+    ("stated text answer", "The answer is Tuesday.", "\\text{Tuesday}", 1.0),
+    ("a box beats a stated answer", "The answer is 3, so \\boxed{4}", "3", 0.0),
     ("a written-out approximation is not exact", "\\boxed{3.14159}", "\\pi", 0.0),
 ];
 

@@ -35,6 +35,17 @@ const CASES: &[(&str, &str, &str, f64)] = &[
     ("no letter at all", "I don't know.", "A", 0.0),
     ("unicode around", "Résumé: la réponse — answer: (C) ✅", "C", 1.0),
     ("empty reference", "The answer is (A)", "", 0.0),
+    // Seen grading SmolLM2-135M-Instruct's answers to four-option questions (README, `host grade`).
+    ("real: a letter with another option's text is that letter", "A. 100", "A", 1.0),
+    ("real: ... and not the option whose text it copied", "A. 100", "B", 0.0),
+    ("real: a shaped first line, then the stated answer", "A. Oxygen\n\nThe correct answer is B. Nitrogen", "B", 1.0),
+    ("real: arithmetic instead of a letter", "7 * 8 = 54", "B", 0.0),
+    // The shapes larger chat models give.
+    ("letter with a closing parenthesis", "The answer is B) Paris", "B", 1.0),
+    ("bold answer with a closing parenthesis", "**Answer: B) Paris**", "B", 1.0),
+    ("response starts with B)", "B) Paris", "B", 1.0),
+    ("letter in brackets", "Answer: [D]", "D", 1.0),
+    ("final answer heading", "### Final Answer\nThe final answer is $\\boxed{C}$", "C", 1.0),
 ];
 
 #[test]

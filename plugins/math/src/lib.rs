@@ -32,7 +32,7 @@
 //! | id | generation's answer | reference | math-verify | here | why |
 //! |---|---|---|---|---|---|
 //! | 94 | `12.5\%` | `12.5` | wrong | right | convention: a percent sign is dropped on both sides (the Qwen2.5-Math harness strips `\%`); math-verify divides the prediction's by 100 but accepts `25` for a reference `25\%` |
-//! | 249 | `\log(2)` | `\ln 2` | wrong | right | convention: `\log` is the natural logarithm, as in sympy's LaTeX parser that the Qwen2.5-Math harness uses; math-verify reads it as base 10 |
+//! | 249 | `\log(2)` | `\ln 2` | wrong | right | convention: `\log` is the natural logarithm, as in sympy's `parse_latex`; math-verify reads it as base 10 |
 //! | 268 | `602\times10^{21}` | `6.02\times10^{23}` | wrong | right | math-verify gap: the two are the same number, and exact arithmetic says so |
 //! | 281 | `\frac{-1\pm\sqrt5}{2}` | `\frac{-1 \pm \sqrt{5}}{2}` | wrong | right | math-verify gap: it does not expand `±` inside a fraction, and compares the strings |
 //! | 282 | `\frac{-1+\sqrt{5}}{2}, \frac{-1-\sqrt{5}}{2}` | `\frac{-1 \pm \sqrt{5}}{2}` | wrong | right | math-verify gap, as 281: here `a ± b` is the pair `a + b, a - b` wherever it stands |

@@ -140,14 +140,11 @@ impl Expr {
         Box::new(self)
     }
 
-    /// The names of the free variables.
-    pub fn variables(&self, out: &mut BTreeSet<String>) {
-        match self {
-            Expr::Var(name) => {
-                out.insert(name.clone());
-            }
-            Expr::Num(_) | Expr::Pi | Expr::E | Expr::I | Expr::Infinity => {}
-            Expr::Neg(a) | Expr::Func(_, a) | Expr::Factorial(a) => a.variables(out),
+    /// The sub-expressions this one is built from (none, one or two).
+    fn children(&self) -> impl Iterator<Item = &Expr> {
+        let (a, b): (Option<&Expr>, Option<&Expr>) = match self {
+            Expr::Num(_) | Expr::Var(_) | Expr::Pi | Expr::E | Expr::I | Expr::Infinity => (None, None),
+            Expr::Neg(a) | Expr::Func(_, a) | Expr::Factorial(a) => (Some(a), None),
             Expr::Add(a, b)
             | Expr::Sub(a, b)
             | Expr::Mul(a, b)
@@ -156,27 +153,22 @@ impl Expr {
             | Expr::PlusMinus(a, b)
             | Expr::Log(a, b)
             | Expr::Root(a, b)
-            | Expr::Binomial(a, b) => {
-                a.variables(out);
-                b.variables(out);
-            }
+            | Expr::Binomial(a, b) => (Some(a), Some(b)),
+        };
+        a.into_iter().chain(b)
+    }
+
+    /// The names of the free variables.
+    pub fn variables(&self, out: &mut BTreeSet<String>) {
+        if let Expr::Var(name) = self {
+            out.insert(name.clone());
         }
+        self.children().for_each(|child| child.variables(out));
     }
 
     fn plus_minus_count(&self) -> usize {
-        match self {
-            Expr::PlusMinus(a, b) => 1 + a.plus_minus_count() + b.plus_minus_count(),
-            Expr::Num(_) | Expr::Var(_) | Expr::Pi | Expr::E | Expr::I | Expr::Infinity => 0,
-            Expr::Neg(a) | Expr::Func(_, a) | Expr::Factorial(a) => a.plus_minus_count(),
-            Expr::Add(a, b)
-            | Expr::Sub(a, b)
-            | Expr::Mul(a, b)
-            | Expr::Div(a, b)
-            | Expr::Pow(a, b)
-            | Expr::Log(a, b)
-            | Expr::Root(a, b)
-            | Expr::Binomial(a, b) => a.plus_minus_count() + b.plus_minus_count(),
-        }
+        let own = usize::from(matches!(self, Expr::PlusMinus(..)));
+        own + self.children().map(Expr::plus_minus_count).sum::<usize>()
     }
 
     /// The expressions a `±` stands for (`2 ± √3` is `2 + √3` and `2 - √3`); itself when it has none,

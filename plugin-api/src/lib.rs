@@ -17,6 +17,7 @@
 // abi_stable's `#[sabi_trait]` expands to impls inside a const block; that is its design, not ours.
 #![allow(non_local_definitions)]
 
+pub mod c_abi;
 pub mod curve;
 pub mod evaluator;
 mod export;

@@ -32,7 +32,13 @@ pub fn inspect(search: &SearchPath, name: &str) -> Result<()> {
     writeln!(out, "name:        {}", plugin.name())?;
     writeln!(out, "kind:        {}", plugin.kind())?;
     writeln!(out, "file:        {}", plugin.path.display())?;
-    if plugin.c_objective().is_some() {
+    if crate::plugins::python::is_python(&plugin.path) {
+        writeln!(
+            out,
+            "abi:         Python, through the C objective ABI (lib{}.so)",
+            crate::plugins::python::BRIDGE_NAME
+        )?;
+    } else if plugin.c_objective().is_some() {
         writeln!(out, "abi:         C (plugin-api/include/sft_objective.h, version 1)")?;
     } else {
         writeln!(out, "abi:         abi_stable, compatible with plugin-api {}", plugin_api::PLUGIN_API_VERSION)?;

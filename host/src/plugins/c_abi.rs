@@ -20,75 +20,19 @@ use plugin_api::{LossForm, ObjectiveNeeds, ParamDefault, ParamSpec, ParamType, P
 use super::objective::{ObjectiveInputs, ObjectiveValues};
 use super::params::ParamSet;
 
-/// The symbol a C objective exports.
-pub const ENTRY_SYMBOL: &str = "sft_objective_v1";
-/// `SFT_OBJECTIVE_ABI_VERSION` of the header this host implements.
-pub const ABI_VERSION: u32 = 1;
+use plugin_api::c_abi::{
+    ComputeFn, CreateFn, CreateInFn, DestroyFn, SftBatch, SftObjectiveV1, SftParam, SftValue, NEEDS_ENTROPY, NEEDS_TOP1,
+};
+pub use plugin_api::c_abi::{ABI_VERSION, ENTRY_SYMBOL};
 
-const NEEDS_ENTROPY: u32 = 1;
-const NEEDS_TOP1: u32 = 2;
 /// Size of the buffer the plugin writes its error message into.
-const ERR_LEN: usize = 1024;
+pub(crate) const ERR_LEN: usize = 1024;
 
-// The C declarations of sft_objective.h, field for field.
-
-#[repr(C)]
+/// How states are made: the table's `create`, or the Python bridge's `create_in` with a file's handle.
 #[derive(Clone, Copy)]
-union SftValue {
-    f: f64,
-    i: i64,
-    b: i32,
-    s: *const c_char,
-}
-
-#[repr(C)]
-struct SftParamSpec {
-    name: *const c_char,
-    ty: i32,
-    has_default: i32,
-    default_value: SftValue,
-    choices: *const *const c_char,
-    doc: *const c_char,
-}
-
-#[repr(C)]
-struct SftParam {
-    name: *const c_char,
-    ty: i32,
-    value: SftValue,
-}
-
-#[repr(C)]
-struct SftBatch {
-    logp: *const f32,
-    mask: *const u8,
-    n_tokens: usize,
-    sequence_starts: *const u32,
-    n_sequences: usize,
-    entropy: *const f32,
-    top1_prob: *const f32,
-    step: u64,
-    total_steps: u64,
-}
-
-type CreateFn = unsafe extern "C" fn(*const SftParam, u32, *mut c_char, usize) -> *mut c_void;
-type ComputeFn =
-    unsafe extern "C" fn(*mut c_void, *const SftBatch, *mut f32, *mut f32, *mut u8, *mut c_char, usize) -> i32;
-type DestroyFn = unsafe extern "C" fn(*mut c_void);
-
-#[repr(C)]
-struct SftObjectiveV1 {
-    abi_version: u32,
-    needs: u32,
-    name: *const c_char,
-    description: *const c_char,
-    formula: *const c_char,
-    loss_form: i32,
-    n_params: u32,
-    params: *const SftParamSpec,
-    create: Option<CreateFn>,
-    compute: Option<ComputeFn>,
-    destroy: Option<DestroyFn>,
+enum Create {
+    Table(CreateFn),
+    In(CreateInFn, *mut c_void),
 }
 
 /// A loaded C objective: its declarations, copied into host types, and its entry points.
@@ -100,10 +44,15 @@ pub struct CObjectiveLib {
     pub loss_form: LossForm,
     pub params: &'static [ParamSpec],
     needs: ObjectiveNeeds,
-    create: CreateFn,
+    create: Create,
     compute: ComputeFn,
     destroy: Option<DestroyFn>,
 }
+
+// SAFETY: the handle in `Create::In` is the bridge's, valid for the process and usable from any thread
+// (the bridge takes Python's lock on every call).
+unsafe impl Send for CObjectiveLib {}
+unsafe impl Sync for CObjectiveLib {}
 
 /// Loads `path` as a C objective. `Ok(None)` when it is not a loadable library or exports no
 /// `sft_objective_v1` (the caller reports it as not a plugin); an error when it exports one that this
@@ -134,8 +83,18 @@ pub fn open(path: &Path) -> Result<Option<CObjectiveLib>> {
             "{shown} is a C objective built for sft_objective ABI version {version}, but this host supports version {ABI_VERSION}; rebuild it against plugin-api/include/sft_objective.h"
         );
     }
-    // SAFETY: a version-1 table has the layout of `SftObjectiveV1`.
-    let table = unsafe { &*table };
+    // SAFETY: a version-1 table has the layout of `SftObjectiveV1`, and lives as long as the library.
+    from_table(path, unsafe { &*table }, None).map(Some)
+}
+
+/// Reads a version-1 table (the caller has checked the version) into host types. `create_in`, given
+/// for a table of the Python bridge, replaces the table's own `create`.
+pub(crate) fn from_table(
+    path: &Path,
+    table: &'static SftObjectiveV1,
+    create_in: Option<(CreateInFn, *mut c_void)>,
+) -> Result<CObjectiveLib> {
+    let shown = path.display();
     let malformed = |what: &str| anyhow!("{shown}: malformed C objective table: {what}");
     let name = c_string(table.name).map_err(|e| malformed(&format!("`name` {e}")))?;
     if name.is_empty() {
@@ -160,20 +119,13 @@ pub fn open(path: &Path) -> Result<Option<CObjectiveLib>> {
         top1_prob: table.needs & NEEDS_TOP1 != 0,
         base_logp: false, // not in the C ABI
     };
-    let create = table.create.ok_or_else(|| malformed("`create` is NULL"))?;
+    let create = match create_in {
+        Some((create_in, module)) => Create::In(create_in, module),
+        None => Create::Table(table.create.ok_or_else(|| malformed("`create` is NULL"))?),
+    };
     let compute = table.compute.ok_or_else(|| malformed("`compute` is NULL"))?;
     let params = param_specs(table).map_err(|e| malformed(&e))?;
-    Ok(Some(CObjectiveLib {
-        name,
-        description,
-        formula,
-        loss_form,
-        params,
-        needs,
-        create,
-        compute,
-        destroy: table.destroy,
-    }))
+    Ok(CObjectiveLib { name, description, formula, loss_form, params, needs, create, compute, destroy: table.destroy })
 }
 
 /// Copies a C string that lives as long as the (never unloaded) library into a leaked `&'static str`.
@@ -246,7 +198,7 @@ fn param_specs(table: &SftObjectiveV1) -> Result<&'static [ParamSpec], String> {
 }
 
 /// The plugin's message from its error buffer, on one line.
-fn message(buffer: &[u8]) -> String {
+pub(crate) fn message(buffer: &[u8]) -> String {
     let end = buffer.iter().position(|&b| b == 0).unwrap_or(buffer.len());
     let text = String::from_utf8_lossy(&buffer[..end]);
     let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -279,8 +231,11 @@ impl CObjectiveLib {
         }
         let mut err = vec![0u8; ERR_LEN];
         // SAFETY: the header's contract; every pointer is valid for the call.
-        let state =
-            unsafe { (self.create)(c_params.as_ptr(), c_params.len() as u32, err.as_mut_ptr().cast(), err.len()) };
+        let (params_ptr, n_params, err_ptr) = (c_params.as_ptr(), c_params.len() as u32, err.as_mut_ptr().cast());
+        let state = match self.create {
+            Create::Table(create) => unsafe { create(params_ptr, n_params, err_ptr, err.len()) },
+            Create::In(create_in, module) => unsafe { create_in(module, params_ptr, n_params, err_ptr, err.len()) },
+        };
         if state.is_null() {
             return Err(message(&err));
         }

@@ -4,7 +4,8 @@
 //! folders, then `HOST_PLUGIN_PATH`, then the folder of the `host` binary), with or without the `lib`
 //! prefix and the platform suffix. Loading checks abi_stable's layout and version compatibility and the
 //! plugin's kind; every refusal is one line naming the file. A library with no abi_stable root module
-//! that exports `sft_objective_v1` is loaded as an objective written in C ([`c_abi`]). Calls into a
+//! that exports `sft_objective_v1` is loaded as an objective written in C ([`c_abi`]); a `.py` file as an
+//! objective written in Python ([`python`]), served through the same C ABI. Calls into a
 //! plugin go through the typed wrappers in [`objective`], [`mixer`] and [`evaluator`], which turn a
 //! plugin's errors and panics (caught on the plugin's side of the boundary) into host errors and
 //! validate what comes back.
@@ -16,6 +17,7 @@ pub mod evaluator;
 pub mod mixer;
 pub mod objective;
 pub mod params;
+pub mod python;
 
 use std::path::{Path, PathBuf};
 
@@ -69,7 +71,8 @@ impl SearchPath {
             }
             bail!("plugin file not found: {name_or_path}");
         }
-        if name_or_path.ends_with(std::env::consts::DLL_SUFFIX) && as_path.is_file() {
+        let local_file = name_or_path.ends_with(std::env::consts::DLL_SUFFIX) || python::is_python(as_path);
+        if local_file && as_path.is_file() {
             return Ok(as_path.to_path_buf());
         }
         for dir in &self.dirs {
@@ -98,6 +101,8 @@ impl SearchPath {
             let mut files: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && p.to_string_lossy().ends_with(std::env::consts::DLL_SUFFIX))
+                // The Python bridge serves `.py` objectives; it is not one itself.
+                .filter(|p| !file_names(python::BRIDGE_NAME).iter().any(|name| p.file_name() == Some(name.as_ref())))
                 .collect();
             files.sort();
             for file in files {
@@ -145,6 +150,9 @@ impl LoadedPlugin {
         let shown = path.display();
         if !path.is_file() {
             bail!("plugin file not found: {shown}");
+        }
+        if python::is_python(path) {
+            return Ok(Self { path: path.to_path_buf(), module: Module::C(python::open(path)?) });
         }
         elf::check_complete(path)?;
         let header = match lib_header_from_path(path) {

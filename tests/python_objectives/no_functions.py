@@ -1,0 +1,1 @@
+NAME = "no_functions_py"

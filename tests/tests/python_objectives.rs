@@ -1,0 +1,202 @@
+//! Objectives written in Python (`python/objectives/*.py`, `tests/python_objectives/*.py`), served by the
+//! Python bridge (`libsft_python.so`) through the C objective ABI and run by the real `host` binary: they
+//! check, tabulate and train exactly like the native plugins of the same formula, and a Python
+//! exception, a wrong-shaped return or a bad declaration is one `error:` line with exit code 2.
+
+use std::path::{Path, PathBuf};
+
+use integration_tests::{
+    assert_error, fixture, host, read_metrics, stderr, stdout, workspace_root, write_jsonl, write_run_config,
+};
+use serde_json::Value;
+
+fn shipped(name: &str) -> String {
+    workspace_root().join("python/objectives").join(name).display().to_string()
+}
+
+fn faulty(name: &str) -> String {
+    workspace_root().join("tests/python_objectives").join(name).display().to_string()
+}
+
+/// `host plugins curve --points 41` as rows of (p, loss, weight, logit_grad).
+fn curve(plugin: &str, params: &[&str]) -> Vec<Vec<f64>> {
+    let mut args = vec!["plugins", "curve", plugin, "--points", "41"];
+    for param in params {
+        args.extend(["--param", param]);
+    }
+    let out = host(&args);
+    assert!(out.status.success(), "{plugin}: {}", stderr(&out));
+    stdout(&out).lines().skip(1).map(|l| l.split(',').map(|x| x.parse().unwrap()).collect()).collect()
+}
+
+fn close(a: f64, b: f64, relative: f64) -> bool {
+    (a - b).abs() <= relative * b.abs() + 1e-7
+}
+
+#[test]
+fn python_objectives_pass_check_and_tabulate_like_the_native_plugins() {
+    for (python, native, params) in [
+        ("neg_p.py", "neg_p", vec![]),
+        ("general_family.py", "general_family", vec!["alpha=0.5"]),
+        ("general_family.py", "general_family", vec!["alpha=0"]),
+        ("neg_p_threshold.py", "neg_p_threshold", vec!["q=0.3", "side=bottom"]),
+    ] {
+        let plugin = shipped(python);
+        let mut args = vec!["plugins", "check", plugin.as_str()];
+        for param in &params {
+            args.extend(["--param", param]);
+        }
+        let out = host(&args);
+        assert!(out.status.success(), "{python}: {}", stderr(&out));
+        assert!(stdout(&out).starts_with("ok: "), "{python}: {}", stdout(&out));
+        let (ours, theirs) = (curve(&plugin, &params), curve(native, &params));
+        assert_eq!(ours.len(), 41);
+        for (a, b) in ours.iter().zip(&theirs) {
+            for k in 0..4 {
+                assert!(close(a[k], b[k], 1e-6), "{python} {params:?}: Python {a:?} vs native {b:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn inspect_shows_the_declarations_and_parameters_are_checked() {
+    let plugin = shipped("general_family.py");
+    let out = host(&["plugins", "inspect", &plugin]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for needle in [
+        "name:        general_family_py",
+        "abi:         Python",
+        "formula:     f(p) = (1 - p^alpha) / alpha",
+        "exponent alpha",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    let out = host(&["plugins", "curve", &plugin, "--param", "alpha=big"]);
+    assert_error(&out, 2, &["parameter `alpha` must be a float"]);
+    let out = host(&["plugins", "curve", &plugin, "--param", "beta=1"]);
+    assert_error(&out, 2, &["unknown parameter `beta`"]);
+    let out = host(&["plugins", "curve", &shipped("neg_p_threshold.py"), "--param", "q=2"]);
+    assert_error(
+        &out,
+        2,
+        &["refused its parameters", "neg_p_threshold.py:", "ValueError: q must be in [0, 1], got 2.0"],
+    );
+    let out = host(&["plugins", "curve", &shipped("neg_p_threshold.py"), "--param", "q=0.5", "--param", "side=up"]);
+    assert_error(&out, 2, &["`side` must be one of top|bottom"]);
+}
+
+#[test]
+fn check_catches_a_weight_that_disagrees_with_the_loss() {
+    let out = host(&["plugins", "check", &faulty("inconsistent.py")]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", stdout(&out), stderr(&out));
+    assert!(stderr(&out).contains("check failed: inconsistent_py"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("but -d loss / d log p (finite difference)"), "{}", stderr(&out));
+}
+
+#[test]
+fn python_errors_are_one_line_naming_the_file_and_line() {
+    let out = host(&["plugins", "curve", &faulty("raises.py")]);
+    assert_error(&out, 2, &["objective `raises_py` failed", "raises.py:9: ZeroDivisionError: division by zero"]);
+    let out = host(&["plugins", "curve", &faulty("wrong_shape.py")]);
+    assert_error(&out, 2, &["`weight` returned shape [40] for 41 positions"]);
+    let out = host(&["plugins", "curve", &faulty("no_functions.py")]);
+    assert_error(&out, 2, &["no_functions.py", "defines neither `loss(p, params)` and `weight(p, params)`"]);
+    let out = host(&["plugins", "curve", &faulty("syntax_error.py")]);
+    assert_error(&out, 2, &["syntax_error.py:3: SyntaxError"]);
+    let out = host(&["plugins", "curve", "missing.py"]);
+    assert_error(&out, 2, &["missing.py"]);
+}
+
+/// Trains qwen2-tiny for `steps` steps on the neg_p parity examples with `objective` (a TOML table body).
+fn train(dir: &Path, objective: &str, steps: u32) -> (PathBuf, std::process::Output) {
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("train/qwen2-tiny-neg_p.json")).unwrap()).unwrap();
+    let data = dir.join("train.jsonl");
+    write_jsonl(&data, reference["examples"].as_array().unwrap());
+    let out = dir.join("out");
+    let config = write_run_config(
+        dir,
+        &fixture("qwen2-tiny"),
+        &data,
+        &format!(
+            "[objective]\n{objective}\n\n[optim]\nlr = 1e-3\nlr_scheduler = \"constant\"\nmax_grad_norm = 1.0\n\n[train]\nbatch_size = 5\nmax_steps = {steps}\nout_dir = {:?}\n",
+            out.display().to_string()
+        ),
+    );
+    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
+    (out, run)
+}
+
+#[test]
+fn python_objectives_train_to_the_native_losses_over_ten_steps() {
+    for (python, native) in [
+        (format!("plugin = {:?}", shipped("neg_p.py")), "plugin = \"neg_p\"".to_string()),
+        (
+            format!("plugin = {:?}\nparams = {{ alpha = 0.5 }}", shipped("general_family.py")),
+            "plugin = \"general_family\"\nparams = { alpha = 0.5 }".to_string(),
+        ),
+        (
+            format!("plugin = {:?}\nparams = {{ q = 0.01 }}", shipped("neg_p_threshold.py")),
+            "plugin = \"neg_p_threshold\"\nparams = { q = 0.01 }".to_string(),
+        ),
+    ] {
+        let (python_dir, native_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (python_out, run) = train(python_dir.path(), &python, 10);
+        assert!(run.status.success(), "{python}: {}", stderr(&run));
+        let (native_out, run) = train(native_dir.path(), &native, 10);
+        assert!(run.status.success(), "{native}: {}", stderr(&run));
+        let (ours, theirs) = (read_metrics(&python_out), read_metrics(&native_out));
+        assert_eq!(ours.len(), 10);
+        assert_eq!(theirs.len(), 10);
+        for (a, b) in ours.iter().zip(&theirs) {
+            for key in ["loss", "grad_norm"] {
+                let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+                assert!(
+                    (x - y).abs() <= 1e-6 * y.abs(),
+                    "{python}: step {}: {key} Python {x} vs native {y}",
+                    a["step"]
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_python_exception_stops_training_with_its_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let (out, run) = train(dir.path(), &format!("plugin = {:?}", faulty("raises.py")), 2);
+    assert_error(&run, 2, &["objective `raises_py` failed", "ZeroDivisionError: division by zero"]);
+    assert!(!out.join("final").exists(), "no checkpoint from a failed run");
+}
+
+#[test]
+fn bench_reports_the_python_objective_share_of_step_time() {
+    let plugin = shipped("general_family.py");
+    let out = host(&[
+        "bench",
+        "--objective",
+        &plugin,
+        "--hidden",
+        "32",
+        "--intermediate",
+        "64",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--kv-heads",
+        "1",
+        "--vocab",
+        "64",
+        "--batch",
+        "2",
+        "--seq",
+        "16",
+        "--steps",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("objective plugin share of step time: "), "{}", stdout(&out));
+}

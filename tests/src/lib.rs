@@ -149,3 +149,26 @@ pub fn read_metrics(out_dir: &Path) -> Vec<serde_json::Value> {
     }
     steps
 }
+
+/// Trains qwen2-tiny for `steps` steps on the neg_p parity examples with the `[objective]` table body
+/// `objective` (`plugin = "..."`, optionally `params = {...}`); returns the output folder (inside
+/// `dir`) and the process output.
+pub fn train_qwen2_tiny(dir: &Path, objective: &str, steps: u32) -> (PathBuf, Output) {
+    let reference: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("train/qwen2-tiny-neg_p.json")).expect("fixture"))
+            .expect("fixture JSON");
+    let data = dir.join("train.jsonl");
+    write_jsonl(&data, reference["examples"].as_array().expect("examples"));
+    let out = dir.join("out");
+    let config = write_run_config(
+        dir,
+        &fixture("qwen2-tiny"),
+        &data,
+        &format!(
+            "[objective]\n{objective}\n\n[optim]\nlr = 1e-3\nlr_scheduler = \"constant\"\nmax_grad_norm = 1.0\n\n[train]\nbatch_size = 5\nmax_steps = {steps}\nout_dir = {:?}\n",
+            out.display().to_string()
+        ),
+    );
+    let run = host(&["train", "--config", config.to_str().expect("UTF-8 path"), "--set", "data.shuffle=false"]);
+    (out, run)
+}

@@ -7,10 +7,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use integration_tests::{
-    assert_error, fixture, host, read_metrics, stderr, stdout, target_dir, workspace_root, write_jsonl,
-    write_run_config,
+    assert_error, host, read_metrics, stderr, stdout, target_dir, train_qwen2_tiny, workspace_root,
 };
-use serde_json::Value;
 
 /// `(library name, source, extra cc flags)` of every C test plugin.
 const C_PLUGINS: &[(&str, &str, &[&str])] = &[
@@ -164,33 +162,12 @@ fn parameters_are_validated_against_the_c_schema() {
     assert_error(&out, 2, &["`mode` must be one of plain|leave_include"]);
 }
 
-/// Trains qwen2-tiny for `steps` steps on the neg_p parity examples with `plugin`; returns the output
-/// folder (inside `dir`) and the process output.
-fn train(dir: &Path, plugin: &str, steps: u32) -> (PathBuf, std::process::Output) {
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("train/qwen2-tiny-neg_p.json")).unwrap()).unwrap();
-    let data = dir.join("train.jsonl");
-    write_jsonl(&data, reference["examples"].as_array().unwrap());
-    let out = dir.join("out");
-    let config = write_run_config(
-        dir,
-        &fixture("qwen2-tiny"),
-        &data,
-        &format!(
-            "[objective]\nplugin = {plugin:?}\n\n[optim]\nlr = 1e-3\nlr_scheduler = \"constant\"\nmax_grad_norm = 1.0\n\n[train]\nbatch_size = 5\nmax_steps = {steps}\nout_dir = {:?}\n",
-            out.display().to_string()
-        ),
-    );
-    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
-    (out, run)
-}
-
 #[test]
 fn training_with_the_c_objective_matches_the_rust_neg_p() {
     let (c_dir, rust_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (c_out, run) = train(c_dir.path(), &c_plugin("neg_p_c"), 2);
+    let (c_out, run) = train_qwen2_tiny(c_dir.path(), &format!("plugin = {:?}", c_plugin("neg_p_c")), 2);
     assert!(run.status.success(), "C: {}", stderr(&run));
-    let (rust_out, run) = train(rust_dir.path(), "neg_p", 2);
+    let (rust_out, run) = train_qwen2_tiny(rust_dir.path(), "plugin = \"neg_p\"", 2);
     assert!(run.status.success(), "Rust: {}", stderr(&run));
     let (c, rust) = (read_metrics(&c_out), read_metrics(&rust_out));
     assert_eq!(c.len(), 2);
@@ -208,6 +185,6 @@ fn training_with_the_c_objective_matches_the_rust_neg_p() {
 fn an_error_from_the_c_objective_stops_training_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
     // faulty_c fails from step 2 by default.
-    let (_, run) = train(dir.path(), &c_plugin("faulty_c"), 2);
+    let (_, run) = train_qwen2_tiny(dir.path(), &format!("plugin = {:?}", c_plugin("faulty_c")), 2);
     assert_error(&run, 2, &["objective `faulty_c` failed", "injected C error at step 2 of 2", "(code 3)"]);
 }

@@ -3,12 +3,7 @@
 //! check, tabulate and train exactly like the native plugins of the same formula, and a Python
 //! exception, a wrong-shaped return or a bad declaration is one `error:` line with exit code 2.
 
-use std::path::{Path, PathBuf};
-
-use integration_tests::{
-    assert_error, fixture, host, read_metrics, stderr, stdout, workspace_root, write_jsonl, write_run_config,
-};
-use serde_json::Value;
+use integration_tests::{assert_error, host, read_metrics, stderr, stdout, train_qwen2_tiny, workspace_root};
 
 fn shipped(name: &str) -> String {
     workspace_root().join("python/objectives").join(name).display().to_string()
@@ -109,26 +104,6 @@ fn python_errors_are_one_line_naming_the_file_and_line() {
     assert_error(&out, 2, &["missing.py"]);
 }
 
-/// Trains qwen2-tiny for `steps` steps on the neg_p parity examples with `objective` (a TOML table body).
-fn train(dir: &Path, objective: &str, steps: u32) -> (PathBuf, std::process::Output) {
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("train/qwen2-tiny-neg_p.json")).unwrap()).unwrap();
-    let data = dir.join("train.jsonl");
-    write_jsonl(&data, reference["examples"].as_array().unwrap());
-    let out = dir.join("out");
-    let config = write_run_config(
-        dir,
-        &fixture("qwen2-tiny"),
-        &data,
-        &format!(
-            "[objective]\n{objective}\n\n[optim]\nlr = 1e-3\nlr_scheduler = \"constant\"\nmax_grad_norm = 1.0\n\n[train]\nbatch_size = 5\nmax_steps = {steps}\nout_dir = {:?}\n",
-            out.display().to_string()
-        ),
-    );
-    let run = host(&["train", "--config", config.to_str().unwrap(), "--set", "data.shuffle=false"]);
-    (out, run)
-}
-
 #[test]
 fn python_objectives_train_to_the_native_losses_over_ten_steps() {
     for (python, native) in [
@@ -143,9 +118,9 @@ fn python_objectives_train_to_the_native_losses_over_ten_steps() {
         ),
     ] {
         let (python_dir, native_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (python_out, run) = train(python_dir.path(), &python, 10);
+        let (python_out, run) = train_qwen2_tiny(python_dir.path(), &python, 10);
         assert!(run.status.success(), "{python}: {}", stderr(&run));
-        let (native_out, run) = train(native_dir.path(), &native, 10);
+        let (native_out, run) = train_qwen2_tiny(native_dir.path(), &native, 10);
         assert!(run.status.success(), "{native}: {}", stderr(&run));
         let (ours, theirs) = (read_metrics(&python_out), read_metrics(&native_out));
         assert_eq!(ours.len(), 10);
@@ -166,7 +141,7 @@ fn python_objectives_train_to_the_native_losses_over_ten_steps() {
 #[test]
 fn a_python_exception_stops_training_with_its_message() {
     let dir = tempfile::tempdir().unwrap();
-    let (out, run) = train(dir.path(), &format!("plugin = {:?}", faulty("raises.py")), 2);
+    let (out, run) = train_qwen2_tiny(dir.path(), &format!("plugin = {:?}", faulty("raises.py")), 2);
     assert_error(&run, 2, &["objective `raises_py` failed", "ZeroDivisionError: division by zero"]);
     assert!(!out.join("final").exists(), "no checkpoint from a failed run");
 }

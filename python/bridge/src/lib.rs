@@ -148,7 +148,7 @@ fn param_type(ty: &Bound<'_, PyAny>) -> Result<i32, String> {
 }
 
 /// One `PARAMS` entry as a C spec.
-fn param_spec(py: Python<'_>, entry: &Bound<'_, PyAny>, k: usize) -> Result<SftParamSpec, String> {
+fn param_spec(entry: &Bound<'_, PyAny>, k: usize) -> Result<SftParamSpec, String> {
     let field = |key: &str, index: usize| -> Result<Option<Bound<'_, PyAny>>, String> {
         if let Ok(dict) = entry.downcast::<PyDict>() {
             return dict.get_item(key).map_err(|e| e.to_string());
@@ -193,7 +193,6 @@ fn param_spec(py: Python<'_>, entry: &Bound<'_, PyAny>, k: usize) -> Result<SftP
             Box::leak(pointers.into_boxed_slice()).as_ptr()
         }
     };
-    let _ = py;
     Ok(SftParamSpec {
         name: leak_c(&name).map_err(at)?,
         ty,
@@ -280,7 +279,7 @@ fn load(py: Python<'_>, path: &str) -> Result<&'static SftPythonObjective, Strin
     if let Ok(params) = module.getattr("PARAMS") {
         let params = params.downcast::<PyList>().map_err(|_| declared("`PARAMS` is not a list".into()))?;
         for (k, entry) in params.iter().enumerate() {
-            specs.push(param_spec(py, &entry, k).map_err(declared)?);
+            specs.push(param_spec(&entry, k).map_err(declared)?);
         }
     }
     let n_params = specs.len() as u32;

@@ -47,6 +47,9 @@ enum Command {
         /// Where to train: cpu, cuda or cuda:N (overrides [model] device; cuda needs a --features cuda build).
         #[arg(long)]
         device: Option<String>,
+        /// Also write what the run produced (run folder, checkpoint, metrics, losses) as JSON to this file.
+        #[arg(long)]
+        summary: Option<PathBuf>,
     },
     /// Write the log-probability of every response token (EOS included) of a data file.
     Score {
@@ -168,6 +171,10 @@ enum Command {
         /// that collects the results, and submit.sh, into <out_dir>/slurm; run nothing.
         #[arg(long, conflicts_with_all = ["jobs", "devices"])]
         slurm: bool,
+        /// Also write the results (every finished run's record, the failed runs, the summary files) as JSON
+        /// to this file.
+        #[arg(long, conflicts_with_all = ["run_index", "slurm"])]
+        summary: Option<PathBuf>,
     },
     /// Diagnose the base model, sweep the objectives of its region, pick the best, write a report.
     Rollout {
@@ -334,11 +341,11 @@ fn main() -> ExitCode {
             }
         },
         Command::InitModel(args) => commands::init_model::run(&args),
-        Command::Train { config, plugin, mut overrides, resume, overwrite, device } => {
+        Command::Train { config, plugin, mut overrides, resume, overwrite, device, summary } => {
             overrides.extend(device.map(|d| format!("model.device={d}")));
             let options =
                 TrainOptions { objective_override: plugin.as_deref(), search: &search, resume, overwrite, tag: None };
-            commands::train::run(&config, &overrides, &options)
+            commands::train::run(&config, &overrides, &options, summary.as_deref())
         }
         Command::Score { model, adapter, data, out, prompt_key, response_key, batch_size, encode, device } => {
             commands::score::run(&commands::score::ScoreArgs {
@@ -411,14 +418,20 @@ fn main() -> ExitCode {
                 batch_size,
             })
         }
-        Command::Sweep { config, overrides, schedule, run_index, collect, slurm } => {
+        Command::Sweep { config, overrides, schedule, run_index, collect, slurm, summary } => {
             let mode = match (run_index, collect, slurm) {
                 (Some(index), _, _) => Mode::RunIndex(index),
                 (None, true, _) => Mode::Collect,
                 (None, false, true) => Mode::Slurm,
                 (None, false, false) => Mode::Run(schedule.schedule()?),
             };
-            let args = SweepArgs { config: &config, overrides: &overrides, plugin_dirs: &cli.plugin_dirs, mode };
+            let args = SweepArgs {
+                config: &config,
+                overrides: &overrides,
+                plugin_dirs: &cli.plugin_dirs,
+                mode,
+                summary: summary.as_deref(),
+            };
             commands::sweep::run(&args, &search)
         }
         Command::Rollout { config, overrides, schedule } => {

@@ -29,6 +29,8 @@ pub struct SweepArgs<'a> {
     pub overrides: &'a [String],
     pub plugin_dirs: &'a [PathBuf],
     pub mode: Mode,
+    /// Where to also write the results as JSON (`--summary`).
+    pub summary: Option<&'a Path>,
 }
 
 pub fn run(args: &SweepArgs<'_>, search: &SearchPath) -> Result<()> {
@@ -88,7 +90,36 @@ pub fn run(args: &SweepArgs<'_>, search: &SearchPath) -> Result<()> {
     println!();
     print!("{}", outcome.markdown_table(&plan.models));
     println!("wrote {}, {} and {}", outcome.csv.display(), outcome.markdown.display(), outcome.svg.display());
+    if let Some(out) = args.summary {
+        write_summary(out, &plan, &outcome)?;
+    }
     failures(&outcome)
+}
+
+/// `--summary`: the run records (as in each run's result.json, with its folder) and the failures, for
+/// programs driving the host (the Python module).
+fn write_summary(out: &Path, plan: &Plan, outcome: &Outcome) -> Result<()> {
+    let runs = outcome
+        .results
+        .iter()
+        .map(|(index, result)| {
+            let mut record = serde_json::to_value(result)?;
+            record["run_dir"] = serde_json::to_value(plan.run_dir(&plan.runs[*index]))?;
+            Ok(record)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let failed: Vec<_> =
+        outcome.failed.iter().map(|(name, error)| serde_json::json!({"name": name, "error": error})).collect();
+    let record = serde_json::json!({
+        "out_dir": plan.out_dir,
+        "columns": outcome.columns,
+        "runs": runs,
+        "failed": failed,
+        "results_csv": outcome.csv,
+        "results_md": outcome.markdown,
+        "results_svg": outcome.svg,
+    });
+    crate::eval::write_atomic(out, &format!("{record:#}\n"))
 }
 
 /// An error (exit code 1) naming the runs that failed, if any did.

@@ -1,7 +1,8 @@
 //! Finding, loading and calling plugins: the only part of the host that knows abi_stable.
 //!
 //! A plugin is named by path or by name. Names are looked up in the search path (`--plugin-dir`
-//! folders, then `HOST_PLUGIN_PATH`, then the folder of the `host` binary), with or without the `lib`
+//! folders, then `HOST_PLUGIN_PATH`, then the folder of the `host` binary, then the installed plugins'
+//! folder [`INSTALLED_PLUGINS`] beside it, where the Python wheel puts them), with or without the `lib`
 //! prefix and the platform suffix. Loading checks abi_stable's layout and version compatibility and the
 //! plugin's kind; every refusal is one line naming the file. A library with no abi_stable root module
 //! that exports `sft_objective_v1` is loaded as an objective written in C ([`c_abi`]); a `.py` file as an
@@ -33,6 +34,10 @@ pub use evaluator::EvaluatorPlugin;
 pub use mixer::MixerPlugin;
 pub use objective::ObjectivePlugin;
 
+/// The shipped plugins' folder relative to the folder of an installed `host` (`<prefix>/bin/host` finds
+/// `<prefix>/share/sft-plugins/plugins`): the layout `pip install` of the wheel gives.
+pub const INSTALLED_PLUGINS: &str = "../share/sft-plugins/plugins";
+
 /// Where plugins named without a path are looked for, in order.
 #[derive(Clone, Debug, Default)]
 pub struct SearchPath {
@@ -49,14 +54,18 @@ impl SearchPath {
         Ok(Self::new(cli_dirs))
     }
 
-    /// `cli_dirs`, then `HOST_PLUGIN_PATH`, then the folder of the running binary.
+    /// `cli_dirs`, then `HOST_PLUGIN_PATH`, then the folder of the running binary and the installed
+    /// plugins' folder beside it (when there is one).
     pub fn new(cli_dirs: &[PathBuf]) -> Self {
         let mut dirs = cli_dirs.to_vec();
         if let Some(env) = std::env::var_os("HOST_PLUGIN_PATH") {
             dirs.extend(std::env::split_paths(&env).filter(|p| !p.as_os_str().is_empty()));
         }
         if let Some(exe_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+            // Canonical, so listings and errors show `<prefix>/share/...`, not `<prefix>/bin/../share/...`.
+            let installed = std::fs::canonicalize(exe_dir.join(INSTALLED_PLUGINS)).ok().filter(|p| p.is_dir());
             dirs.push(exe_dir);
+            dirs.extend(installed);
         }
         Self { dirs }
     }

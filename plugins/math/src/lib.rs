@@ -77,7 +77,8 @@ pub fn accuracy(generation: &str, reference: &str) -> f64 {
 
 impl Evaluator for Math {
     const NAME: &'static str = "math";
-    const DESCRIPTION: &'static str = "1 when the last \\boxed{} (else the final number) equals the reference's answer";
+    const DESCRIPTION: &'static str =
+        "1 when the last \\boxed{} (else a stated \"answer is\", else the final number) equals the reference's answer";
 
     fn from_params(_: &Params) -> Result<Self, String> {
         Ok(Math)

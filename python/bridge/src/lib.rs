@@ -211,11 +211,6 @@ fn load(py: Python<'_>, path: &str) -> Result<&'static SftPythonObjective, Strin
     // The bridge's own panic hook would print to stderr; every entry point reports panics as errors.
     std::panic::set_hook(Box::new(|_| {}));
     let code = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    // NumPy carries the arrays; without it no objective runs, so say so before anything else.
-    py.import_bound("numpy").map_err(|e| {
-        let python = py.version().split_whitespace().next().unwrap_or("?").to_string();
-        format!("Python objectives need NumPy in the Python {python} the bridge embeds: {}", describe(py, &e, path))
-    })?;
     let sys = py.import_bound("sys").map_err(|e| describe(py, &e, path))?;
     let folder = std::path::Path::new(path).parent().map(|p| p.display().to_string()).unwrap_or_default();
     // Imports next to the file, and a virtual environment's packages, as `python file.py` would see them.
@@ -230,6 +225,12 @@ fn load(py: Python<'_>, path: &str) -> Result<&'static SftPythonObjective, Strin
         let packages = std::path::Path::new(&venv).join(format!("lib/python{}.{}/site-packages", version.0, version.1));
         site.call_method1("addsitedir", (packages.display().to_string(),)).map_err(|e| describe(py, &e, path))?;
     }
+    // NumPy carries the arrays; without it no objective runs, so say so before anything else. (A `host`
+    // installed in a virtual environment embeds that environment: Python finds its pyvenv.cfg beside it.)
+    py.import_bound("numpy").map_err(|e| {
+        let python = py.version().split_whitespace().next().unwrap_or("?").to_string();
+        format!("Python objectives need NumPy in the Python {python} the bridge embeds: {}", describe(py, &e, path))
+    })?;
     let stem = std::path::Path::new(path).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     let module = PyModule::from_code_bound(py, &code, path, &stem).map_err(|e| describe(py, &e, path))?;
 

@@ -82,6 +82,11 @@ pub struct SftObjectiveV1 {
 pub const PYTHON_ENTRY_SYMBOL: &str = "sft_python_objective_v1";
 pub type PythonEntryFn =
     unsafe extern "C" fn(path: *const c_char, err: *mut c_char, err_len: usize) -> *const SftPythonObjective;
+/// Called once before the first entry: the folders the embedded Python adds to `sys.path` as
+/// `site.addsitedir` would (NUL-terminated UTF-8, separated by `\n`), the interpreter's own `sys.path`
+/// as the host found it, so imports resolve as in that `python` (a virtual environment's packages).
+pub const PYTHON_SITE_DIRS_SYMBOL: &str = "sft_python_site_dirs_v1";
+pub type PythonSiteDirsFn = unsafe extern "C" fn(dirs: *const c_char);
 /// `create` for one file: `module` is [`SftPythonObjective::module`].
 pub type CreateInFn = unsafe extern "C" fn(*mut c_void, *const SftParam, u32, *mut c_char, usize) -> *mut c_void;
 

@@ -175,3 +175,44 @@ fn bench_reports_the_python_objective_share_of_step_time() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("objective plugin share of step time: "), "{}", stdout(&out));
 }
+
+/// `host plugins curve neg_p.py` with `HOST_PYTHON` set to a stand-in that answers the host's question
+/// with `answer` (a shell script), as a misconfigured or exotic Python would.
+fn curve_with_python(dir: &std::path::Path, answer: &str) -> std::process::Output {
+    use std::os::unix::fs::PermissionsExt;
+    let python = dir.join("python3");
+    std::fs::write(&python, format!("#!/bin/sh\n{answer}\n")).unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::process::Command::new(integration_tests::host_path())
+        .args(["plugins", "curve", &shipped("neg_p.py")])
+        .env("HOST_PYTHON", &python)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_python_to_embed_is_checked_before_it_is_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-python");
+    let out = std::process::Command::new(integration_tests::host_path())
+        .args(["plugins", "curve", &shipped("neg_p.py")])
+        .env("HOST_PYTHON", &missing)
+        .output()
+        .unwrap();
+    assert_error(&out, 2, &["cannot run", "no-python", "from HOST_PYTHON"]);
+    let out = curve_with_python(dir.path(), "echo 'Traceback: broken' >&2; exit 1");
+    assert_error(&out, 2, &["failed: Traceback: broken"]);
+    let out = curve_with_python(dir.path(), "echo not json");
+    assert_error(&out, 2, &["did not describe itself"]);
+    let answer = |version: &str, library: &str| {
+        format!(
+            r#"echo '{{"version": {version}, "libdir": "/nowhere", "ldlibrary": "{library}", "soname": "", "path": []}}'"#
+        )
+    };
+    let out = curve_with_python(dir.path(), &answer("[3, 8]", "libpython3.8.so"));
+    assert_error(&out, 2, &["is Python 3.8; Python objectives need 3.9 or later"]);
+    let out = curve_with_python(dir.path(), &answer("[3, 12]", "libpython3.12.a"));
+    assert_error(&out, 2, &["(Python 3.12) has no shared libpython"]);
+    let out = curve_with_python(dir.path(), &answer("[3, 12]", "libpython-nowhere.so"));
+    assert_error(&out, 2, &["cannot load the libpython of", "(Python 3.12)"]);
+}

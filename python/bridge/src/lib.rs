@@ -21,17 +21,22 @@
 //! A returned scalar is broadcast; any other shape than one value per position is refused. A Python
 //! exception becomes one line: `file:line: Type: message` at the deepest frame in the objective's
 //! file. Nothing here panics across the ABI: every entry point catches panics.
+//!
+//! The bridge uses only Python's stable ABI (PyO3's `abi3-py39`) and links no libpython: the host loads
+//! the libpython of the Python it is asked to embed (a virtual environment's, `$HOST_PYTHON`, or
+//! `python3`) before loading this library, so one build serves Python 3.9 and later. Arrays cross as
+//! bytes through `numpy.frombuffer` and `ndarray.tobytes` (NumPy's C API is not in the stable ABI).
 
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::AssertUnwindSafe;
 
-use numpy::{PyArray1, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use plugin_api::c_abi::{
     SftBatch, SftObjectiveV1, SftParam, SftParamSpec, SftPythonObjective, SftValue, ABI_VERSION, NEEDS_ENTROPY,
     NEEDS_TOP1,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use std::sync::Mutex;
 
 /// One `.py` objective: its module and how it computes.
 struct PyObjective {
@@ -206,6 +211,25 @@ fn param_spec(entry: &Bound<'_, PyAny>, k: usize) -> Result<SftParamSpec, String
     })
 }
 
+/// The host's Python's `sys.path` folders ([`sft_python_site_dirs_v1`]).
+static SITE_DIRS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// See [`plugin_api::c_abi::PYTHON_SITE_DIRS_SYMBOL`].
+///
+/// # Safety
+/// `dirs` is NULL or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn sft_python_site_dirs_v1(dirs: *const c_char) {
+    if dirs.is_null() {
+        return;
+    }
+    // SAFETY: the caller's contract.
+    let dirs = unsafe { CStr::from_ptr(dirs) }.to_string_lossy();
+    if let Ok(mut site_dirs) = SITE_DIRS.lock() {
+        *site_dirs = dirs.split('\n').filter(|d| !d.is_empty()).map(String::from).collect();
+    }
+}
+
 /// Runs the file and reads its declarations into a table.
 fn load(py: Python<'_>, path: &str) -> Result<&'static SftPythonObjective, String> {
     // The bridge's own panic hook would print to stderr; every entry point reports panics as errors.
@@ -213,20 +237,20 @@ fn load(py: Python<'_>, path: &str) -> Result<&'static SftPythonObjective, Strin
     let code = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
     let sys = py.import_bound("sys").map_err(|e| describe(py, &e, path))?;
     let folder = std::path::Path::new(path).parent().map(|p| p.display().to_string()).unwrap_or_default();
-    // Imports next to the file, and a virtual environment's packages, as `python file.py` would see them.
+    // Imports next to the file, and the host's Python's packages (a virtual environment's), as
+    // `python file.py` would see them.
     let sys_path = sys.getattr("path").and_then(|p| p.downcast_into::<PyList>().map_err(Into::into));
     let sys_path = sys_path.map_err(|e| describe(py, &e, path))?;
     if !sys_path.contains(&folder).unwrap_or(false) {
         sys_path.insert(0, &folder).map_err(|e| describe(py, &e, path))?;
     }
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
-        let site = py.import_bound("site").map_err(|e| describe(py, &e, path))?;
-        let version: (u8, u8) = sys.getattr("version_info").and_then(|v| v.extract()).unwrap_or((3, 0));
-        let packages = std::path::Path::new(&venv).join(format!("lib/python{}.{}/site-packages", version.0, version.1));
-        site.call_method1("addsitedir", (packages.display().to_string(),)).map_err(|e| describe(py, &e, path))?;
+    let site = py.import_bound("site").map_err(|e| describe(py, &e, path))?;
+    for dir in SITE_DIRS.lock().map(|d| d.clone()).unwrap_or_default() {
+        if !sys_path.contains(&dir).unwrap_or(false) {
+            site.call_method1("addsitedir", (dir,)).map_err(|e| describe(py, &e, path))?;
+        }
     }
-    // NumPy carries the arrays; without it no objective runs, so say so before anything else. (A `host`
-    // installed in a virtual environment embeds that environment: Python finds its pyvenv.cfg beside it.)
+    // NumPy carries the arrays; without it no objective runs, so say so before anything else.
     py.import_bound("numpy").map_err(|e| {
         let python = py.version().split_whitespace().next().unwrap_or("?").to_string();
         format!("Python objectives need NumPy in the Python {python} the bridge embeds: {}", describe(py, &e, path))
@@ -326,6 +350,8 @@ pub unsafe extern "C" fn sft_python_objective_v1(
     let result = guarded(|| {
         // SAFETY: the caller's contract.
         let path = unsafe { CStr::from_ptr(path) }.to_str().map_err(|_| "the path is not UTF-8".to_string())?;
+        // Starts the interpreter of the libpython the host loaded (once; later calls do nothing).
+        pyo3::prepare_freethreaded_python();
         Python::with_gil(|py| load(py, path))
     });
     match result {
@@ -381,24 +407,47 @@ unsafe extern "C" fn create_in(
     })
 }
 
+/// Values that cross into Python as a NumPy array: the element type NumPy knows them by.
+trait Element: Copy {
+    const DTYPE: &'static str;
+}
+impl Element for f32 {
+    const DTYPE: &'static str = "float32";
+}
+impl Element for f64 {
+    const DTYPE: &'static str = "float64";
+}
+impl Element for u8 {
+    const DTYPE: &'static str = "uint8";
+}
+impl Element for u32 {
+    const DTYPE: &'static str = "uint32";
+}
+
+/// `values` as a writable one-dimensional NumPy array (a copy; objectives may change it in place).
+fn to_array<'py, T: Element>(numpy: &Bound<'py, PyModule>, values: &[T]) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: any initialised plain number slice may be read as its bytes.
+    let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
+    let buffer = PyBytes::new_bound(numpy.py(), bytes);
+    numpy.call_method1("frombuffer", (buffer, T::DTYPE))?.call_method0("copy")
+}
+
 /// A returned value as `n` float64s: a scalar is broadcast, an array must hold exactly `n`.
 fn floats(py: Python<'_>, value: &Bound<'_, PyAny>, n: usize, what: &str, path: &str) -> Result<Vec<f64>, String> {
     let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
-    let kwargs = PyDict::new_bound(py);
-    kwargs.set_item("dtype", "float64").map_err(|e| e.to_string())?;
     let array = numpy
-        .call_method("ascontiguousarray", (value,), Some(&kwargs))
+        .call_method1("ascontiguousarray", (value, "float64"))
         .map_err(|e| format!("`{what}` returned something that is not numbers: {}", describe(py, &e, path)))?;
-    let array = array.downcast_into::<PyArrayDyn<f64>>().map_err(|e| e.to_string())?;
-    let is_scalar = numpy.call_method1("ndim", (value,)).and_then(|d| d.extract::<usize>()).unwrap_or(1) == 0;
-    let values = array.to_vec().map_err(|e| e.to_string())?;
-    match (is_scalar, values.len()) {
-        (true, 1) => Ok(vec![values[0]; n]),
-        (false, len) if len == n && array.ndim() == 1 => Ok(values),
-        _ => Err(format!(
-            "`{what}` returned shape {:?} for {n} positions (one value per position, or a scalar)",
-            array.shape()
-        )),
+    let ndim: usize = array.getattr("ndim").and_then(|d| d.extract()).map_err(|e| e.to_string())?;
+    let shape: Vec<usize> = array.getattr("shape").and_then(|s| s.extract()).map_err(|e| e.to_string())?;
+    let bytes = array.call_method0("tobytes").map_err(|e| e.to_string())?;
+    let bytes = bytes.downcast::<PyBytes>().map_err(|e| e.to_string())?.as_bytes();
+    let values: Vec<f64> =
+        bytes.chunks_exact(8).map(|c| f64::from_ne_bytes(c.try_into().expect("chunks of 8 bytes"))).collect();
+    match (ndim, values.len()) {
+        (0, 1) => Ok(vec![values[0]; n]),
+        (1, len) if len == n => Ok(values),
+        _ => Err(format!("`{what}` returned shape {shape:?} for {n} positions (one value per position, or a scalar)")),
     }
 }
 
@@ -441,7 +490,8 @@ fn compute_batch(py: Python<'_>, state: &PyState, batch: &SftBatch) -> Result<To
         // As a native pointwise objective: p = exp(log p) in float64 at the loss positions only.
         let positions: Vec<usize> = (0..n).filter(|&i| mask[i] != 0).collect();
         let p: Vec<f64> = positions.iter().map(|&i| (logp[i] as f64).exp()).collect();
-        let p = PyArray1::from_slice_bound(py, &p);
+        let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
+        let p = to_array(&numpy, &p).map_err(|e| describe(py, &e, path))?;
         let m = positions.len();
         let args = || PyTuple::new_bound(py, [p.as_any().clone(), params.as_any().clone()]);
         let loss = floats(py, &call("loss", args())?, m, "loss", path)?;
@@ -464,19 +514,21 @@ fn compute_batch(py: Python<'_>, state: &PyState, batch: &SftBatch) -> Result<To
         unsafe { std::slice::from_raw_parts(batch.sequence_starts, batch.n_sequences) }
     };
     let types = py.import_bound("types").map_err(|e| describe(py, &e, path))?;
+    let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
+    let array = |values: &[f32]| to_array(&numpy, values).map(Bound::unbind).map_err(|e| describe(py, &e, path));
     let fields = PyDict::new_bound(py);
-    let optional = |values: Option<&[f32]>| -> PyObject {
+    let optional = |values: Option<&[f32]>| -> Result<PyObject, String> {
         match values {
-            Some(values) => PyArray1::from_slice_bound(py, values).into_any().unbind(),
-            None => py.None(),
+            Some(values) => array(values),
+            None => Ok(py.None()),
         }
     };
     let set = |key: &str, value: PyObject| fields.set_item(key, value).map_err(|e| e.to_string());
-    set("logp", PyArray1::from_slice_bound(py, logp).into_any().unbind())?;
-    set("mask", PyArray1::from_slice_bound(py, mask).into_any().unbind())?;
-    set("sequence_starts", PyArray1::from_slice_bound(py, starts).into_any().unbind())?;
-    set("entropy", optional(slice(batch.entropy)))?;
-    set("top1_prob", optional(slice(batch.top1_prob)))?;
+    set("logp", array(logp)?)?;
+    set("mask", to_array(&numpy, mask).map(Bound::unbind).map_err(|e| describe(py, &e, path))?)?;
+    set("sequence_starts", to_array(&numpy, starts).map(Bound::unbind).map_err(|e| describe(py, &e, path))?)?;
+    set("entropy", optional(slice(batch.entropy))?)?;
+    set("top1_prob", optional(slice(batch.top1_prob))?)?;
     set("step", batch.step.into_py(py))?;
     set("total_steps", batch.total_steps.into_py(py))?;
     let namespace = types.getattr("SimpleNamespace").and_then(|ns| ns.call((), Some(&fields)));

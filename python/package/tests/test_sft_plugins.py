@@ -87,6 +87,20 @@ def test_a_python_objective_from_the_wheel_trains_as_the_native_one(tmp_path):
         assert math.isclose(x["grad_norm"], y["grad_norm"], rel_tol=1e-6), (x, y)
 
 
+def test_python_objectives_run_in_this_environments_python(tmp_path):
+    # The objective reports the interpreter it runs in and a package only this environment has.
+    (tmp_path / "which_python.py").write_text(
+        "import sys, sft_plugins\n"
+        "NAME = 'which_python'\n"
+        "DESCRIPTION = 'python %d.%d at %s' % (sys.version_info[0], sys.version_info[1], sft_plugins.__file__)\n"
+        "def loss(p, params):\n    return -p\n"
+        "def weight(p, params):\n    return p\n"
+    )
+    shown = sft.run_host(["plugins", "inspect", str(tmp_path / "which_python.py")], quiet=True)
+    expected = "python %d.%d at %s" % (sys.version_info[0], sys.version_info[1], sft.__file__)
+    assert expected in shown, shown
+
+
 def test_sweep_returns_one_record_per_run(tmp_path):
     sweep_file = tmp_path / "sweep.toml"
     sweep_file.write_text(

@@ -133,12 +133,19 @@ def run_host(args: Sequence[str], *, plugin_dirs: Iterable[PathLike] = (), quiet
     out_chunks: List[str] = []
     reader = threading.Thread(target=lambda: out_chunks.append(process.stdout.read()), daemon=True)
     reader.start()
-    for line in process.stderr:
-        if line.startswith("error:"):
-            error_lines.append(line.rstrip("\n"))
-        if not quiet:
-            sys.stderr.write(line)
-    returncode = process.wait()
+    try:
+        for line in process.stderr:
+            if line.startswith("error:"):
+                error_lines.append(line.rstrip("\n"))
+            if not quiet:
+                sys.stderr.write(line)
+        returncode = process.wait()
+    except BaseException:
+        # Interrupted (Ctrl-C, a timeout in the caller): stop the host the way a scheduler would, with
+        # SIGTERM (a training run saves a checkpoint and exits), rather than leave it running unseen.
+        process.terminate()
+        process.wait()
+        raise
     reader.join()
     stdout = "".join(out_chunks)
     if returncode != 0:

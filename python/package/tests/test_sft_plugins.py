@@ -144,6 +144,33 @@ def test_host_errors_come_back_as_one_line_and_the_exit_code(tmp_path):
     assert "nope.py" in error.value.message
 
 
+def test_an_interrupted_call_stops_the_host_which_saves_its_run(tmp_path, monkeypatch):
+    class Interrupt(Exception):
+        pass
+
+    class InterruptAtFirstStep:
+        """Stands in for sys.stderr and raises, as Ctrl-C would, once training has begun."""
+
+        def write(self, text):
+            if text.startswith("step "):
+                raise Interrupt()
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", InterruptAtFirstStep())
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        sft.train("configs/default.toml", train__max_steps=1_000_000, train__out_dir=str(run_dir), eval__every=0)
+    monkeypatch.undo()
+    # The host got SIGTERM, saved a checkpoint and exited: its lock on the run folder is free again.
+    import fcntl
+
+    with open(run_dir / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert any(p.name.startswith("checkpoint-") for p in run_dir.iterdir()), list(run_dir.iterdir())
+
+
 def test_load_metrics_skips_only_a_cut_off_last_line(tmp_path):
     good = {"step": 1, "loss": 2.0}
     (tmp_path / "metrics.jsonl").write_text(json.dumps(good) + "\n" + '{"step": 2, "lo')

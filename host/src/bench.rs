@@ -96,8 +96,10 @@ pub struct BenchOptions<'a> {
     pub steps: usize,
     /// Leading steps left out of the median.
     pub warmup: usize,
-    /// Objective plugin by name or path, with its default parameters.
+    /// Objective plugin by name or path.
     pub objective: &'a str,
+    /// The objective's parameters, `key=value` (`--param`).
+    pub objective_params: &'a [String],
     pub search: &'a SearchPath,
     pub seed: u64,
     /// `cpu`, `cuda` or `cuda:N`.
@@ -209,7 +211,7 @@ pub fn run(
     };
 
     let plugin = LoadedPlugin::load(options.search, options.objective, PluginKind::Objective)?;
-    let params = ParamSet::from_assignments(plugin.params(), &[], "bench objective")?;
+    let params = ParamSet::from_assignments(plugin.params(), options.objective_params, "--param")?;
     let objective = ObjectivePlugin::create(plugin, params)?;
     let needs = objective.needs();
     // The optimizer settings of the PyTorch reference.

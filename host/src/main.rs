@@ -219,9 +219,12 @@ enum Command {
         /// Steps in all, warm-up included.
         #[arg(long)]
         steps: usize,
-        /// Objective plugin by name or path (default parameters).
+        /// Objective plugin by name or path.
         #[arg(long, default_value = "neg_p")]
         objective: String,
+        /// Objective parameter, key=value (repeatable; unset ones take their defaults).
+        #[arg(long = "param")]
+        params: Vec<String>,
         /// Leading steps left out of the median.
         #[arg(long, default_value_t = 1)]
         warmup: usize,
@@ -454,6 +457,7 @@ fn main() -> ExitCode {
             lengths,
             steps,
             objective,
+            params,
             warmup,
             threads,
             seed,
@@ -473,6 +477,7 @@ fn main() -> ExitCode {
                 steps,
                 warmup,
                 objective: &objective,
+                objective_params: &params,
                 search: &search,
                 seed,
                 device: &device,

@@ -149,31 +149,39 @@ fn a_python_exception_stops_training_with_its_message() {
 #[test]
 fn bench_reports_the_python_objective_share_of_step_time() {
     let plugin = shipped("general_family.py");
-    let out = host(&[
-        "bench",
-        "--objective",
-        &plugin,
-        "--hidden",
-        "32",
-        "--intermediate",
-        "64",
-        "--layers",
-        "1",
-        "--heads",
-        "2",
-        "--kv-heads",
-        "1",
-        "--vocab",
-        "64",
-        "--batch",
-        "2",
-        "--seq",
-        "16",
-        "--steps",
-        "3",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("objective plugin share of step time: "), "{}", stdout(&out));
+    let bench = |params: &[&str]| {
+        let mut args = vec!["bench", "--objective", &plugin, "--hidden", "32", "--intermediate", "64", "--layers", "1"];
+        args.extend([
+            "--heads",
+            "2",
+            "--kv-heads",
+            "1",
+            "--vocab",
+            "64",
+            "--batch",
+            "2",
+            "--seq",
+            "16",
+            "--steps",
+            "3",
+        ]);
+        for param in params {
+            args.extend(["--param", param]);
+        }
+        host(&args)
+    };
+    let first_loss = |out: &std::process::Output| -> f64 {
+        assert!(out.status.success(), "{}", stderr(out));
+        let text = stdout(out);
+        assert!(text.contains("objective plugin share of step time: "), "{text}");
+        let line = text.lines().find(|l| l.starts_with("loss (objective mean): first ")).expect("a loss line");
+        line["loss (objective mean): first ".len()..].split(',').next().unwrap().trim().parse().unwrap()
+    };
+    // alpha = 0 is NLL, about ln(64) = 4.16 on a random model; the default alpha = 1 is 1 - p, below 1.
+    let (nll, neg_p) = (first_loss(&bench(&["alpha=0"])), first_loss(&bench(&[])));
+    assert!((nll - 64f64.ln()).abs() < 0.5 && neg_p < 1.0, "alpha=0: {nll}, default: {neg_p}");
+    assert_error(&bench(&["alpha=high"]), 2, &["--param", "alpha"]);
+    assert_error(&bench(&["beta=1"]), 2, &["beta"]);
 }
 
 /// `host plugins curve neg_p.py` with `HOST_PYTHON` set to a stand-in that answers the host's question

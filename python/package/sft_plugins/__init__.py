@@ -29,6 +29,13 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
+try:
+    from importlib.metadata import version as _version
+
+    __version__ = _version("sft-plugins")
+except Exception:  # run from the source folder, not installed
+    __version__ = "0+source"
+
 __all__ = ["HostError", "host_path", "run_host", "diagnose", "train", "sweep", "load_metrics", "records_or_frame"]
 
 PathLike = Union[str, os.PathLike]
@@ -247,14 +254,13 @@ def load_metrics(run_dir: PathLike, *, as_frame: Optional[bool] = None):
         raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a run folder?)")
     records: List[Dict[str, Any]] = []
     with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            if number == len(lines) and lines[-1] != "":
-                break  # the unterminated tail of a run killed mid-write
-            raise ValueError(f"{path}:{number}: not a JSON line ({e.msg})") from None
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                if not line.endswith("\n") and f.readline() == "":
+                    break  # the unterminated tail of a run killed mid-write
+                raise ValueError(f"{path}:{number}: not a JSON line ({e.msg})") from None
     return records_or_frame(records, as_frame)

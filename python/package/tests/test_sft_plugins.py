@@ -207,4 +207,5 @@ def test_records_are_a_frame_only_when_pandas_is_there():
 
 def test_the_python_version_is_one_the_wheel_claims():
     assert sys.version_info >= (3, 9)
+    assert sft.__version__ == subprocess.run([sft.host_path(), "--version"], capture_output=True, text=True).stdout.split()[-1]
     assert os.access(sft.host_path(), os.X_OK)

@@ -55,6 +55,20 @@ fn python_objectives_pass_check_and_tabulate_like_the_native_plugins() {
 }
 
 #[test]
+fn a_scalar_return_is_broadcast_to_every_position() {
+    let plugin = faulty("nll_scalar_weight.py");
+    let (ours, theirs) = (curve(&plugin, &[]), curve("nll", &[]));
+    assert_eq!(ours.len(), 41);
+    for (a, b) in ours.iter().zip(&theirs) {
+        for k in 0..4 {
+            assert!(close(a[k], b[k], 1e-6), "Python {a:?} vs native nll {b:?}");
+        }
+    }
+    let out = host(&["plugins", "check", &plugin]);
+    assert!(out.status.success() && stdout(&out).starts_with("ok: "), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[test]
 fn inspect_shows_the_declarations_and_parameters_are_checked() {
     let plugin = shipped("general_family.py");
     let out = host(&["plugins", "inspect", &plugin]);

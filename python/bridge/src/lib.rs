@@ -425,21 +425,30 @@ impl Element for u32 {
 }
 
 /// `values` as a writable one-dimensional NumPy array (a copy; objectives may change it in place).
-fn to_array<'py, T: Element>(numpy: &Bound<'py, PyModule>, values: &[T]) -> PyResult<Bound<'py, PyAny>> {
+fn to_array<T: Element>(numpy: &Bound<'_, PyModule>, values: &[T], path: &str) -> Result<PyObject, String> {
     // SAFETY: any initialised plain number slice may be read as its bytes.
     let bytes = unsafe { std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values)) };
     let buffer = PyBytes::new_bound(numpy.py(), bytes);
-    numpy.call_method1("frombuffer", (buffer, T::DTYPE))?.call_method0("copy")
+    let array = numpy.call_method1("frombuffer", (buffer, T::DTYPE)).and_then(|a| a.call_method0("copy"));
+    array.map(Bound::unbind).map_err(|e| describe(numpy.py(), &e, path))
 }
 
 /// A returned value as `n` float64s: a scalar is broadcast, an array must hold exactly `n`.
-fn floats(py: Python<'_>, value: &Bound<'_, PyAny>, n: usize, what: &str, path: &str) -> Result<Vec<f64>, String> {
-    let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
+fn floats(
+    numpy: &Bound<'_, PyModule>,
+    value: &Bound<'_, PyAny>,
+    n: usize,
+    what: &str,
+    path: &str,
+) -> Result<Vec<f64>, String> {
+    let py = numpy.py();
+    // `asarray`, not `ascontiguousarray`: the latter makes a scalar one-dimensional, hiding it.
     let array = numpy
-        .call_method1("ascontiguousarray", (value, "float64"))
+        .call_method1("asarray", (value, "float64"))
         .map_err(|e| format!("`{what}` returned something that is not numbers: {}", describe(py, &e, path)))?;
     let ndim: usize = array.getattr("ndim").and_then(|d| d.extract()).map_err(|e| e.to_string())?;
     let shape: Vec<usize> = array.getattr("shape").and_then(|s| s.extract()).map_err(|e| e.to_string())?;
+    // `tobytes` writes C order whatever the array's layout.
     let bytes = array.call_method0("tobytes").map_err(|e| e.to_string())?;
     let bytes = bytes.downcast::<PyBytes>().map_err(|e| e.to_string())?.as_bytes();
     let values: Vec<f64> =
@@ -477,6 +486,7 @@ fn compute_batch(py: Python<'_>, state: &PyState, batch: &SftBatch) -> Result<To
     let path = objective.path.as_str();
     let module = objective.module.bind(py);
     let params = state.params.bind(py);
+    let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
     let n = batch.n_tokens;
     let slice = |ptr: *const f32| (!ptr.is_null()).then(|| unsafe { std::slice::from_raw_parts(ptr, n) });
     // SAFETY: the header's contract: `logp` and `mask` hold `n_tokens` entries, `sequence_starts` `n_sequences`.
@@ -490,14 +500,13 @@ fn compute_batch(py: Python<'_>, state: &PyState, batch: &SftBatch) -> Result<To
         // As a native pointwise objective: p = exp(log p) in float64 at the loss positions only.
         let positions: Vec<usize> = (0..n).filter(|&i| mask[i] != 0).collect();
         let p: Vec<f64> = positions.iter().map(|&i| (logp[i] as f64).exp()).collect();
-        let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
-        let p = to_array(&numpy, &p).map_err(|e| describe(py, &e, path))?;
+        let p = to_array(&numpy, &p, path)?;
         let m = positions.len();
-        let args = || PyTuple::new_bound(py, [p.as_any().clone(), params.as_any().clone()]);
-        let loss = floats(py, &call("loss", args())?, m, "loss", path)?;
-        let weight = floats(py, &call("weight", args())?, m, "weight", path)?;
+        let args = || PyTuple::new_bound(py, [p.clone_ref(py), params.as_any().clone().unbind()]);
+        let loss = floats(&numpy, &call("loss", args())?, m, "loss", path)?;
+        let weight = floats(&numpy, &call("weight", args())?, m, "weight", path)?;
         let include = match objective.has_include {
-            true => flags(floats(py, &call("include", args())?, m, "include", path)?, "include")?,
+            true => flags(floats(&numpy, &call("include", args())?, m, "include", path)?, "include")?,
             false => vec![1; m],
         };
         let (mut l, mut w, mut inc) = (vec![0.0f32; n], vec![0.0f32; n], vec![0u8; n]);
@@ -514,19 +523,17 @@ fn compute_batch(py: Python<'_>, state: &PyState, batch: &SftBatch) -> Result<To
         unsafe { std::slice::from_raw_parts(batch.sequence_starts, batch.n_sequences) }
     };
     let types = py.import_bound("types").map_err(|e| describe(py, &e, path))?;
-    let numpy = py.import_bound("numpy").map_err(|e| describe(py, &e, path))?;
-    let array = |values: &[f32]| to_array(&numpy, values).map(Bound::unbind).map_err(|e| describe(py, &e, path));
     let fields = PyDict::new_bound(py);
     let optional = |values: Option<&[f32]>| -> Result<PyObject, String> {
         match values {
-            Some(values) => array(values),
+            Some(values) => to_array(&numpy, values, path),
             None => Ok(py.None()),
         }
     };
     let set = |key: &str, value: PyObject| fields.set_item(key, value).map_err(|e| e.to_string());
-    set("logp", array(logp)?)?;
-    set("mask", to_array(&numpy, mask).map(Bound::unbind).map_err(|e| describe(py, &e, path))?)?;
-    set("sequence_starts", to_array(&numpy, starts).map(Bound::unbind).map_err(|e| describe(py, &e, path))?)?;
+    set("logp", to_array(&numpy, logp, path)?)?;
+    set("mask", to_array(&numpy, mask, path)?)?;
+    set("sequence_starts", to_array(&numpy, starts, path)?)?;
     set("entropy", optional(slice(batch.entropy))?)?;
     set("top1_prob", optional(slice(batch.top1_prob))?)?;
     set("step", batch.step.into_py(py))?;
@@ -540,9 +547,9 @@ fn compute_batch(py: Python<'_>, state: &PyState, batch: &SftBatch) -> Result<To
         .filter(|t| t.len() == 3)
         .ok_or_else(|| format!("`compute` must return (loss, weight, include), got {}", result))?;
     let part = |k: usize| parts.get_item(k).map_err(|e| e.to_string());
-    let loss = floats(py, &part(0)?, n, "compute's loss", path)?;
-    let weight = floats(py, &part(1)?, n, "compute's weight", path)?;
-    let include = flags(floats(py, &part(2)?, n, "compute's include", path)?, "compute's include")?;
+    let loss = floats(&numpy, &part(0)?, n, "compute's loss", path)?;
+    let weight = floats(&numpy, &part(1)?, n, "compute's weight", path)?;
+    let include = flags(floats(&numpy, &part(2)?, n, "compute's include", path)?, "compute's include")?;
     Ok(TokenValues {
         loss: loss.iter().map(|&v| v as f32).collect(),
         weight: weight.iter().map(|&v| v as f32).collect(),

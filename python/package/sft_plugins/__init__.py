@@ -52,6 +52,8 @@ class HostError(RuntimeError):
         self.message = message
         self.returncode = returncode
         self.command = list(command)
+        # What a sweep finished before it failed (`sweep` sets it).
+        self.results: Any = None
 
 
 def host_path() -> str:
@@ -88,7 +90,7 @@ def _flags(options: Mapping[str, Any]) -> List[str]:
             for item in value:
                 args += [flag, str(item)]
         else:
-            args += [flag, os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+            args += [flag, str(value)]
     return args
 
 
@@ -134,7 +136,7 @@ def run_host(args: Sequence[str], *, plugin_dirs: Iterable[PathLike] = (), quiet
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
     except OSError as e:
         raise HostError(f"cannot run {command[0]}: {e}", 127, command) from e
-    error_lines: List[str] = []
+    last_error: Optional[str] = None
     assert process.stderr is not None and process.stdout is not None
     # Stdout is small (tables, paths); read it on a thread so neither pipe can fill and block the host.
     out_chunks: List[str] = []
@@ -143,7 +145,7 @@ def run_host(args: Sequence[str], *, plugin_dirs: Iterable[PathLike] = (), quiet
     try:
         for line in process.stderr:
             if line.startswith("error:"):
-                error_lines.append(line.rstrip("\n"))
+                last_error = line[len("error:"):].strip()
             if not quiet:
                 sys.stderr.write(line)
         returncode = process.wait()
@@ -156,8 +158,7 @@ def run_host(args: Sequence[str], *, plugin_dirs: Iterable[PathLike] = (), quiet
     reader.join()
     stdout = "".join(out_chunks)
     if returncode != 0:
-        message = error_lines[-1][len("error:"):].strip() if error_lines else f"host exited with code {returncode}"
-        raise HostError(message, returncode, command)
+        raise HostError(last_error or f"host exited with code {returncode}", returncode, command)
     return stdout
 
 
@@ -171,14 +172,12 @@ def records_or_frame(records: List[Dict[str, Any]], as_frame: Optional[bool] = N
     if as_frame is False:
         return records
     try:
-        import pandas  # noqa: F401  (optional)
+        import pandas  # optional
     except ImportError:
         if as_frame:
             raise
         return records
-    import pandas as pd
-
-    return pd.DataFrame.from_records(records)
+    return pandas.DataFrame.from_records(records)
 
 
 def diagnose(model: PathLike, data: PathLike, *, out: Optional[PathLike] = None, quiet: bool = False,
@@ -237,13 +236,14 @@ def sweep(config_path: PathLike, *, overrides: Optional[Mapping[str, Any]] = Non
             args += ["--devices", ",".join(devices)]
         args += _flags({"jobs": jobs if jobs != 1 else None, "collect": collect})
         args += _set_args(overrides, keyword_overrides)
+        results = lambda: records_or_frame([_flatten_run(r) for r in _read_json(summary)["runs"]], as_frame)  # noqa: E731
         try:
             run_host(args, plugin_dirs=plugin_dirs, quiet=quiet)
         except HostError as error:
             if summary.is_file():
-                error.results = records_or_frame([_flatten_run(r) for r in _read_json(summary)["runs"]], as_frame)
+                error.results = results()
             raise
-        return records_or_frame([_flatten_run(r) for r in _read_json(summary)["runs"]], as_frame)
+        return results()
 
 
 def load_metrics(run_dir: PathLike, *, as_frame: Optional[bool] = None):
